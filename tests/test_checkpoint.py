@@ -1,0 +1,212 @@
+"""Checkpoints: round trip, atomic writes, refusing unsafe / corrupt / foreign files."""
+import builtins
+import os
+import pickle
+
+import pytest
+import torch
+import torchvision
+
+from esnet import checkpoint as ckpt_mod
+from esnet.checkpoint import (
+    CHECKPOINT_VERSION,
+    CheckpointError,
+    load_backbone_weights,
+    load_checkpoint,
+    load_model,
+    restore_model,
+    save_checkpoint,
+)
+from esnet.config import Config, ModelConfig, override, to_dict
+from esnet.model import build_model
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def _config(**model) -> Config:
+    base = override(Config(), {"model.pool": "avg", "optim.epochs": 7, "optim.milestones": [3, 5], "train.seed": 11})
+    return override(base, {f"model.{k}": v for k, v in model.items()})
+
+
+def _small(cfg: Config, num_classes: int = 3):
+    torch.manual_seed(0)
+    return build_model(cfg.model, num_classes)
+
+
+def _save(path, model, cfg, num_classes=3, **kw):
+    save_checkpoint(path, model=model, optimizer=None, scheduler=None, epoch=2, config=cfg, num_classes=num_classes, **kw)
+
+
+class Unloadable:  # module level, so torch.save can pickle it; weights_only refuses it
+    pass
+
+
+class Evil:
+    """Unpickling this would create a marker file (builtins.open(marker, 'w'))."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (builtins.open, (self.marker, "w"))
+
+
+def test_round_trip_restores_parameters_config_and_training_state(tmp_path):
+    cfg = _config(backbone="mobilenet_v2", erasing="off")
+    model = _small(cfg).train()
+    opt = torch.optim.Adam(model.global_head.parameters(), lr=1e-3)  # small state, same format
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[3, 5])
+    out = model(torch.randn(2, 3, 64, 32), torch.tensor([0, 2]))
+    out.global_logits.sum().backward()
+    opt.step()
+    sched.step()
+    path = tmp_path / "ckpt" / "last.pt"
+    save_checkpoint(path, model=model, optimizer=opt, scheduler=sched, epoch=4, config=cfg, num_classes=3,
+                    extra={"mAP": 0.5, "note": "x", "hist": [1, 2]})
+    ck = load_checkpoint(path)
+    assert ck.version == CHECKPOINT_VERSION and ck.epoch == 4 and ck.num_classes == 3
+    assert ck.config == cfg and to_dict(ck.config) == to_dict(cfg) and ck.config.model.pool == "avg"
+    assert ck.extra == {"mAP": 0.5, "note": "x", "hist": [1, 2]} and ck.path == str(path)
+    fresh = _small(cfg)
+    restore_model(ck, fresh)
+    for (k, a), (_, b) in zip(model.state_dict().items(), fresh.state_dict().items()):
+        assert torch.equal(a, b), k
+    opt2 = torch.optim.Adam(fresh.global_head.parameters(), lr=1e-3)
+    opt2.load_state_dict(ck.optimizer_state)
+    sched2 = torch.optim.lr_scheduler.MultiStepLR(opt2, milestones=[3, 5])
+    sched2.load_state_dict(ck.scheduler_state)
+    assert sched2.last_epoch == 1
+    assert sorted(os.listdir(path.parent)) == ["last.pt"]
+
+
+def test_load_model_rebuilds_from_the_stored_config(tmp_path):
+    cfg = _config(backbone="mobilenet_v2", erasing="off", pool="max")
+    model = _small(cfg, 4)
+    _save(tmp_path / "m.pt", model, cfg, num_classes=4)
+    loaded, ck = load_model(tmp_path / "m.pt", device="cpu")
+    assert not loaded.training and ck.epoch == 2 and loaded.num_classes == 4 and loaded.cfg == cfg.model
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
+
+
+def test_failed_write_keeps_the_old_file_and_leaves_no_tmp(tmp_path, monkeypatch):
+    cfg = _config(backbone="mobilenet_v2", erasing="off")
+    model = _small(cfg)
+    path = tmp_path / "last.pt"
+    _save(path, model, cfg)
+    old_bytes = path.read_bytes()
+
+    def broken_save(obj, f, *a, **k):
+        f.write(b"partial garbage")
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        _save(path, model, cfg)
+    monkeypatch.undo()
+    assert path.read_bytes() == old_bytes and os.listdir(tmp_path) == ["last.pt"]
+    # A payload weights_only loading would refuse is never written either.
+    with pytest.raises(CheckpointError, match="weights_only loading refuses"):
+        _save(path, model, cfg, extra={"obj": Unloadable()})
+    assert path.read_bytes() == old_bytes and os.listdir(tmp_path) == ["last.pt"]
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")
+@pytest.mark.parametrize("how", ["torch.save", "pickle-2", "pickle-4"])
+def test_malicious_pickle_is_refused_without_running_code(tmp_path, how):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    payload = {"version": 1, "model": {}, "epoch": 0, "config": {}, "num_classes": 1, "x": Evil(marker)}
+    if how == "torch.save":
+        torch.save(payload, path)
+    else:
+        with open(path, "wb") as f:
+            pickle.dump(payload, f, protocol=int(how[-1]))
+    assert not marker.exists()
+    with pytest.raises(CheckpointError, match=r"refusing to load .*not a plain-weights checkpoint"):
+        load_checkpoint(path)
+    with pytest.raises(CheckpointError, match="refusing to load"):
+        load_backbone_weights(build_model(ModelConfig(backbone="mobilenet_v2", erasing="off"), 2), path)
+    assert not marker.exists()
+
+
+def test_truncated_empty_missing_and_foreign_files(tmp_path):
+    cfg = _config(backbone="mobilenet_v2", erasing="off")
+    good = tmp_path / "good.pt"
+    _save(good, _small(cfg), cfg)
+    data = good.read_bytes()
+    for name, blob in (("half.pt", data[: len(data) // 2]), ("head.pt", data[:3000]), ("empty.pt", b"")):
+        (tmp_path / name).write_bytes(blob)
+        with pytest.raises(CheckpointError, match="truncated or corrupt"):
+            load_checkpoint(tmp_path / name)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope.pt")
+    torch.save(torch.zeros(3), tmp_path / "tensor.pt")
+    with pytest.raises(CheckpointError, match=r"not an esnet checkpoint.*got Tensor"):
+        load_checkpoint(tmp_path / "tensor.pt")
+    torch.save({"weight": torch.zeros(3)}, tmp_path / "sd.pt")
+    with pytest.raises(CheckpointError, match=r"not an esnet checkpoint.*\['weight'\]"):
+        load_checkpoint(tmp_path / "sd.pt")
+
+
+def test_newer_version_and_bad_config_are_refused(tmp_path):
+    cfg = _config(backbone="mobilenet_v2", erasing="off")
+    model = _small(cfg)
+    base = {"version": 1, "model": model.state_dict(), "epoch": 0, "config": to_dict(cfg), "num_classes": 3}
+    torch.save({**base, "version": 99}, tmp_path / "v99.pt")
+    with pytest.raises(CheckpointError, match="format version 99"):
+        load_checkpoint(tmp_path / "v99.pt")
+    bad = to_dict(cfg)
+    bad["model"]["pool"] = "median"
+    torch.save({**base, "config": bad}, tmp_path / "badcfg.pt")
+    with pytest.raises(CheckpointError, match="invalid config.*model.pool"):
+        load_checkpoint(tmp_path / "badcfg.pt")
+
+
+def test_other_architecture_or_class_count_names_keys_and_shapes(tmp_path):
+    cfg = _config(backbone="mobilenet_v2", erasing="off")
+    _save(tmp_path / "mnv2.pt", _small(cfg, 3), cfg)
+    ck = load_checkpoint(tmp_path / "mnv2.pt")
+    with pytest.raises(CheckpointError, match=r"missing keys: backbone\.conv1.*unexpected keys: backbone\.features"):
+        restore_model(ck, build_model(ModelConfig(backbone="resnet18", erasing="off"), 3))
+    with pytest.raises(CheckpointError) as err:
+        restore_model(ck, build_model(cfg.model, 5))
+    assert "global_head.classifier.weight: file (3, 1280) vs model (5, 1280)" in str(err.value)
+    assert "mnv2.pt" in str(err.value)
+
+
+def test_load_backbone_weights_resnet(tmp_path):
+    torch.manual_seed(1)
+    source = torchvision.models.resnet18(weights=None).state_dict()  # full model, with fc.*
+    old_style = {k: v for k, v in source.items() if not k.endswith("num_batches_tracked")}
+    torch.save(old_style, tmp_path / "r18.pth")
+    model = build_model(ModelConfig(backbone="resnet18", erasing="off"), 3)
+    report = load_backbone_weights(model, tmp_path / "r18.pth")
+    assert report.ignored == ("fc.weight", "fc.bias") and not report.remapped and report.backbone == "resnet18"
+    for k, v in model.backbone.state_dict().items():
+        if not k.endswith("num_batches_tracked"):
+            assert torch.equal(v, source[k]), k
+    torch.save({k: v for k, v in source.items() if not k.startswith("layer4.1.")}, tmp_path / "partial.pth")
+    with pytest.raises(CheckpointError, match=r"missing keys: layer4\.1\.conv1\.weight"):
+        load_backbone_weights(model, tmp_path / "partial.pth")
+    wrong = dict(source, **{"conv1.weight": torch.zeros(64, 3, 3, 3), "layer5.0.weight": torch.zeros(1)})
+    torch.save(wrong, tmp_path / "wrong.pth")
+    with pytest.raises(CheckpointError, match=r"unexpected keys: layer5\.0\.weight; shape mismatches: conv1\.weight: "
+                       r"file \(64, 3, 3, 3\) vs model \(64, 3, 7, 7\)"):
+        load_backbone_weights(model, tmp_path / "wrong.pth")
+    torch.save([torch.zeros(1)], tmp_path / "list.pth")
+    with pytest.raises(CheckpointError, match="must hold a state dict of tensors"):
+        load_backbone_weights(model, tmp_path / "list.pth")
+
+
+def test_save_requires_a_config(tmp_path):
+    model = _small(_config(backbone="mobilenet_v2", erasing="off"))
+    with pytest.raises(CheckpointError, match="config must be an esnet.config.Config"):
+        save_checkpoint(tmp_path / "x.pt", model=model, optimizer=None, scheduler=None, epoch=0,
+                        config={"model": {}}, num_classes=3)
+    assert ckpt_mod.CHECKPOINT_VERSION == 1 and os.listdir(tmp_path) == []
