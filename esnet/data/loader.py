@@ -7,7 +7,8 @@ runs each transform call inside ``torch.random.fork_rng`` with that state swappe
 With ``workers == 0`` the stream is seeded from ``seed`` directly; with workers, each
 worker re-seeds its copy from ``get_worker_info().seed`` (= a base seed drawn from the
 loader's seeded ``torch.Generator`` + worker id) in :func:`seed_worker`. Workers are
-persistent, so the stream continues across epochs instead of restarting.
+NOT persistent: they restart each epoch, so the trainer's per-epoch reseeding of the
+loader generator reaches them and a resumed run repeats an uninterrupted one exactly.
 
 The sampler's order depends on ``(seed, epoch)``: the trainer calls
 :func:`set_epoch` (``loader.sampler.set_epoch(epoch)``) before each epoch.
@@ -163,7 +164,7 @@ def build_train_loader(
         pin_memory=torch.cuda.is_available(),
         generator=torch.Generator().manual_seed(aug_seed),
         worker_init_fn=seed_worker if cfg.workers > 0 else None,
-        persistent_workers=cfg.workers > 0,
+        persistent_workers=False,  # per-epoch reseeding must reach the workers (exact resume)
     )
     return loader, len(label_map)
 

@@ -1,0 +1,289 @@
+"""One training run from a Config: dataset -> loaders -> model -> ``fit`` into a run directory.
+
+``train_run`` is what ``esnet train`` and ``python -m esnet.train`` call. It owns the
+run directory's life cycle (see :mod:`esnet.engine.rundir`): lock, refuse to overwrite,
+config/meta, resume, and the callbacks that write the rest.
+"""
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+import esnet
+from esnet.checkpoint import load_backbone_weights, load_checkpoint, restore_model
+from esnet.config import Config, dumps, override, to_dict
+from esnet.data.datasets import load_dataset
+from esnet.data.loader import build_test_loader, build_train_loader, relabel
+from esnet.data.types import ReidData
+from esnet.engine import rundir
+from esnet.engine.callbacks import Callback, EvalCallback, ProbeCallback, RunDirCallback
+from esnet.engine.trainer import build_optimizer, build_scheduler, fit, resolve_device
+from esnet.model import build_model
+
+RESUME_MUTABLE = (
+    "optim.epochs",
+    "train.device",
+    "train.amp",
+    "train.eval_every",
+    "train.max_iters_per_epoch",
+    "data.workers",
+)
+"""Config keys that --resume may change; any other difference from the stored config is refused."""
+
+EVAL_BATCH_SIZE = 128
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a finished ``train_run`` did.
+
+    Attributes:
+        run_dir: the run directory.
+        epochs_done: epochs finished in total (including those before a resume).
+        last_record: the last epoch's metrics record ({} if no epoch ran now).
+        best_mAP: best evaluated mAP over the run, or None.
+    """
+
+    run_dir: str
+    epochs_done: int
+    last_record: dict[str, Any]
+    best_mAP: float | None
+
+
+class _LastRecord(Callback):
+    def __init__(self) -> None:
+        self.record: dict[str, Any] = {}
+
+    def on_epoch_end(self, epoch: int, record: dict[str, Any]) -> None:
+        self.record = record
+
+
+def _diff_keys(a: Config, b: Config) -> list[str]:
+    da, db = to_dict(a), to_dict(b)
+    return [f"{s}.{k}" for s in da for k in da[s] if da[s][k] != db[s][k]]
+
+
+def resume_config(stored: Config, requested: Config | None, updates: dict[str, Any] | None = None) -> Config:
+    """The config a resumed run continues with.
+
+    Args:
+        stored: the run directory's config.json.
+        requested: a full config the caller built (e.g. from --config + flags), or None.
+        updates: dotted overrides; applied to ``stored`` when ``requested`` is None.
+    Raises:
+        ValueError: a key outside :data:`RESUME_MUTABLE` would change.
+    """
+    new = requested if requested is not None else override(stored, updates or {})
+    changed = [k for k in _diff_keys(stored, new) if k not in RESUME_MUTABLE]
+    if changed:
+        raise ValueError(
+            f"--resume cannot change {changed} (the run was started with other values); "
+            f"only {list(RESUME_MUTABLE)} may change"
+        )
+    return new
+
+
+def _check_fresh(run_dir: Path) -> None:
+    """Refuse to start a new run over an existing one."""
+    if not any((run_dir / name).exists() for name in (rundir.CONFIG_FILE, rundir.STATUS_FILE, rundir.METRICS_FILE)):
+        return  # empty, or only our own fresh lock
+    status = rundir.read_status(run_dir)
+    what = f"a {status.state} run ({status.epoch}/{status.total_epochs} epochs)"
+    if status.state == "unknown":
+        what = "run files"
+    raise rundir.RunDirError(
+        f"run dir {str(run_dir)!r} already holds {what}; pass --resume to continue it "
+        "or choose another --out (nothing was overwritten)"
+    )
+
+
+def _meta(cfg: Config, data: ReidData, num_classes: int, device: torch.device, command: str,
+          world_size: int) -> dict[str, Any]:
+    dev = str(device)
+    if device.type == "cuda":
+        dev += f" ({torch.cuda.get_device_name(device)})"
+    return {
+        "dataset": data.name,
+        "root": data.root,
+        "num_classes": num_classes,
+        "num_train_images": len(data.train),
+        "num_train_ids": data.num_train_pids(),
+        "num_query_images": len(data.query),
+        "num_gallery_images": len(data.gallery),
+        "esnet_version": esnet.__version__,
+        "command": command,
+        "started_at": rundir.now_iso(),
+        "device": dev,
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "world_size": world_size,
+        "resumed_at": [],
+    }
+
+
+def build_callbacks(cfg: Config, run_dir: Path, data: ReidData, num_classes: int, *,
+                    start_epoch: int = 0) -> list[Callback]:
+    """Eval (if ``train.eval_every``) -> probes (if ``train.probe_count``) -> run-dir writer.
+
+    Raises:
+        ValueError: evaluation asked for but the dataset has no query or gallery images.
+    """
+    callbacks: list[Callback] = []
+    if cfg.train.eval_every > 0:
+        if not data.query or not data.gallery:
+            raise ValueError(
+                f"train.eval_every={cfg.train.eval_every} but dataset {data.name!r} at {data.root!r} has "
+                f"{len(data.query)} query and {len(data.gallery)} gallery images; set train.eval_every to 0"
+            )
+        if data.protocol != "standard":
+            raise ValueError(
+                f"in-training evaluation supports the standard protocol only, dataset {data.name!r} uses "
+                f"{data.protocol!r}; set train.eval_every to 0 and evaluate with 'esnet eval'"
+            )
+        callbacks.append(EvalCallback(
+            build_test_loader(data.query, cfg.data, batch_size=EVAL_BATCH_SIZE),
+            build_test_loader(data.gallery, cfg.data, batch_size=EVAL_BATCH_SIZE),
+            data.query, data.gallery, every=cfg.train.eval_every,
+        ))
+    if cfg.train.probe_count > 0:
+        callbacks.append(ProbeCallback(run_dir, data.train, relabel(data.train), data.root))
+    callbacks.append(RunDirCallback(run_dir, num_classes=num_classes, start_epoch=start_epoch,
+                                    total_epochs=cfg.optim.epochs))
+    return callbacks
+
+
+def train_run(
+    cfg: Config,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    resume_updates: dict[str, Any] | None = None,
+    command: str = "",
+    callbacks: Sequence[Callback] = (),
+    device: torch.device | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+) -> RunResult:
+    """Train (or continue) one run into ``run_dir``.
+
+    Fresh run: ``run_dir`` must be missing, empty or hold no run files. Resume: the
+    stored config.json is the config (``cfg`` is ignored); ``resume_updates`` may change
+    the keys in :data:`RESUME_MUTABLE` (e.g. ``{"optim.epochs": 200}`` to train longer).
+
+    Model initialisation is seeded from ``train.seed`` inside ``fork_rng`` (the caller's
+    global RNG is untouched); with DistributedDataParallel every rank builds the same
+    model. Only rank 0 locks and writes the run directory.
+
+    Args:
+        cfg: the resolved config (fresh runs).
+        run_dir: output directory.
+        resume: continue from ``checkpoints/last.pt``.
+        resume_updates: dotted overrides allowed on resume.
+        command: the command line, stored in meta.json.
+        callbacks: extra callbacks (progress display), run after the built-in ones.
+        device: overrides ``train.device`` (DDP passes ``cuda:<local_rank>``).
+        rank, world_size: distributed position; the model is wrapped in DDP when > 1.
+    Returns:
+        RunResult.
+    Raises:
+        RunDirError: the directory is locked, already holds a run (fresh), or has no
+            checkpoint (resume).
+        ValueError, DatasetError, CheckpointError: bad config, dataset or checkpoint.
+        FloatingPointError: NaN/inf loss.
+    """
+    out = Path(run_dir)
+    writer = rank == 0
+    created = not out.exists()
+    lock = rundir.acquire_lock(out) if writer else None
+    started = False
+    try:
+        ckpt = None
+        if resume:
+            if not (out / rundir.CONFIG_FILE).exists():
+                raise rundir.RunDirError(f"cannot resume: {str(out)!r} holds no run ({rundir.CONFIG_FILE} missing)")
+            cfg = resume_config(rundir.read_config(out), None, resume_updates)
+            last_pt = rundir.checkpoint_path(out, "last")
+            if not last_pt.exists():
+                raise rundir.RunDirError(
+                    f"cannot resume: {str(last_pt)!r} does not exist (no epoch finished); start a new run instead"
+                )
+            ckpt = load_checkpoint(last_pt)
+            if [k for k in _diff_keys(ckpt.config, cfg) if k not in RESUME_MUTABLE]:
+                raise rundir.RunDirError(f"cannot resume: {str(last_pt)!r} was saved with a different config than "
+                                         f"{str(out / rundir.CONFIG_FILE)!r}")
+            if ckpt.epoch > cfg.optim.epochs:
+                raise rundir.RunDirError(f"cannot resume: {ckpt.epoch} epochs are already done, more than "
+                                         f"optim.epochs={cfg.optim.epochs}")
+        elif writer:
+            _check_fresh(out)
+        if cfg.train.seed < 0:
+            raise ValueError(f"train.seed must be >= 0, got {cfg.train.seed!r}")
+        dev = device if device is not None else resolve_device(cfg.train.device)
+
+        data = load_dataset(cfg.data.dataset, cfg.data.root, camera_regex=cfg.data.camera_regex)
+        loader, num_classes = build_train_loader(data.train, cfg.data, seed=cfg.train.seed, rank=rank,
+                                                 world_size=world_size)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.train.seed)
+            model = build_model(cfg.model, num_classes)
+        start_epoch, scaler_state = 0, None
+        if ckpt is not None:
+            if ckpt.num_classes != num_classes:
+                raise rundir.RunDirError(
+                    f"cannot resume: the checkpoint has {ckpt.num_classes} classes, the dataset now {num_classes}"
+                )
+            if ckpt.optimizer_state is None or ckpt.scheduler_state is None:
+                raise rundir.RunDirError("cannot resume: the checkpoint lacks optimizer or scheduler state")
+            restore_model(ckpt, model)
+            start_epoch = ckpt.epoch
+            scaler_state = ckpt.extra.get("scaler") or None
+        elif cfg.model.weights:
+            load_backbone_weights(model, cfg.model.weights)
+        model.to(dev)
+        if dev.type == "cuda":
+            model.to(memory_format=torch.channels_last)  # before DDP builds its gradient buckets
+        optimizer = build_optimizer(model, cfg.optim)
+        scheduler = build_scheduler(optimizer, cfg.optim)
+        if ckpt is not None:
+            optimizer.load_state_dict(ckpt.optimizer_state)  # moves the state to the parameters' device
+            scheduler.load_state_dict(ckpt.scheduler_state)
+
+        own: list[Callback] = []
+        if writer:
+            own = build_callbacks(cfg, out, data, num_classes, start_epoch=start_epoch)  # may refuse: before writing
+            if ckpt is None:
+                rundir.write_config(out, cfg)
+                rundir.write_meta(out, _meta(cfg, data, num_classes, dev, command, world_size))
+            else:
+                if (out / rundir.CONFIG_FILE).read_text(encoding="utf-8") != dumps(cfg):
+                    rundir.write_config(out, cfg)
+                meta = rundir.read_meta(out)
+                meta["resumed_at"] = [*meta.get("resumed_at", []), rundir.now_iso()]
+                rundir.write_meta(out, meta)
+                rundir.truncate_metrics(out, start_epoch)
+        started = True
+        last = _LastRecord()
+        net: torch.nn.Module = model
+        if world_size > 1:
+            net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+        fit(net, loader, optimizer, scheduler, cfg, [*own, *callbacks, last], start_epoch=start_epoch,
+            device=dev, scaler_state=scaler_state, rank=rank, world_size=world_size)
+        best = rundir.best_eval(rundir.read_metrics(out)) if writer else None
+        return RunResult(
+            run_dir=str(out),
+            epochs_done=cfg.optim.epochs,
+            last_record=last.record,
+            best_mAP=float(best["eval"]["mAP"]) if best else None,
+        )
+    finally:
+        if lock is not None:
+            rundir.release_lock(lock)
+            if created and not started and not any(out.iterdir()):
+                os.rmdir(out)  # we made it and wrote nothing: leave no trace

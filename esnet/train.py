@@ -1,0 +1,219 @@
+"""Training entry point: ``esnet train ...``, ``python -m esnet.train ...`` or
+``torchrun --nproc_per_node N -m esnet.train ...`` (same arguments).
+
+The config is built as defaults <- ``--config FILE`` <- ``--set key=value`` <- the
+named flags (``--epochs`` ...), then ``esnet.engine.train_run`` does the rest. With
+``WORLD_SIZE`` > 1 (set by torchrun) the process group is initialised (nccl on CUDA,
+gloo on CPU), every rank trains ``data.batch_size`` images per step on its own share of
+the P x K batches (so the effective batch is world_size x batch_size) and only rank 0
+writes the run directory and prints.
+
+Like ``esnet.cli``, this module seeds global RNGs and prints; the library does neither.
+Module-level imports stay light so building the CLI parser does not import torch.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+# flag -> dotted config key; values go through esnet.config.override, which checks them
+FLAG_KEYS = {
+    "dataset": "data.dataset",
+    "root": "data.root",
+    "backbone": "model.backbone",
+    "pool": "model.pool",
+    "erasing": "model.erasing",
+    "weights": "model.weights",
+    "epochs": "optim.epochs",
+    "lr": "optim.lr",
+    "batch": "data.batch_size",
+    "instances": "data.num_instances",
+    "workers": "data.workers",
+    "seed": "train.seed",
+    "device": "train.device",
+    "eval_every": "train.eval_every",
+    "probes": "train.probe_count",
+    "max_iters": "train.max_iters_per_epoch",
+}
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    """The ``esnet train`` flags (values are checked by the config, not argparse)."""
+    p.add_argument("--out", required=True, help="run directory to create (or continue with --resume)")
+    p.add_argument("--dataset", help="dataset loader name, e.g. market1501, demo, folder")
+    p.add_argument("--root", help="dataset root directory")
+    p.add_argument("--config", help="JSON config file (a partial file fills the rest with defaults)")
+    p.add_argument("--backbone", help="resnet50 | resnet18 | mobilenet_v2")
+    p.add_argument("--pool", help="p (P-pooling) | avg | max")
+    p.add_argument("--erasing", help="salient (ES-Net) | random | off (baseline)")
+    p.add_argument("--weights", help="ImageNet state dict for the backbone (see 'esnet weights fetch')")
+    p.add_argument("--epochs", help="number of epochs")
+    p.add_argument("--size", help="input size HxW in pixels, e.g. 256x128")
+    p.add_argument("--batch", help="images per batch (P x K)")
+    p.add_argument("--instances", help="K, images per identity in a batch")
+    p.add_argument("--lr", help="base learning rate")
+    p.add_argument("--seed", help="random seed")
+    p.add_argument("--device", help="auto | cpu | cuda")
+    p.add_argument("--eval-every", dest="eval_every", help="evaluate every N epochs (0 = never)")
+    p.add_argument("--probes", help="number of probe images recorded each epoch (0 = none)")
+    p.add_argument("--max-iters", dest="max_iters", help="cap on iterations per epoch (0 = full epoch)")
+    p.add_argument("--workers", help="DataLoader worker processes")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="any config value, e.g. --set loss.triplet_margin=0.5 (repeatable)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from checkpoints/last.pt (only epochs, device, "
+                        "amp, eval-every, max-iters and workers may change)")
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """Dotted config updates from ``--set`` and the named flags (flags win).
+
+    Raises:
+        ValueError: a malformed ``--set`` or ``--size``.
+    """
+    updates: dict[str, Any] = {}
+    for item in args.sets:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set expects KEY=VALUE with KEY like section.key, got {item!r}")
+        updates[key.strip()] = value
+    if args.size is not None:
+        h, sep, w = args.size.lower().partition("x")
+        if not sep or not h.strip().isdigit() or not w.strip().isdigit():
+            raise ValueError(f"--size must be HxW in pixels, e.g. 256x128, got {args.size!r}")
+        updates["data.height"], updates["data.width"] = int(h), int(w)
+    for flag, key in FLAG_KEYS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            updates[key] = value
+    return updates
+
+
+def _console_callback(total_epochs: int):
+    """A progress bar per epoch (stderr) and a summary line per epoch (stdout)."""
+    from tqdm import tqdm
+
+    from esnet.engine import Callback, format_epoch_summary
+
+    class Console(Callback):
+        def __init__(self) -> None:
+            self.bar = None
+            self.total = total_epochs
+            self.iters = 0
+
+        def on_train_start(self, state) -> None:
+            self.iters = state.iters_per_epoch
+            self.total = state.total_epochs
+
+        def on_epoch_start(self, epoch: int) -> None:
+            self.bar = tqdm(total=self.iters, desc=f"epoch {epoch}/{self.total}", unit="batch",
+                            file=sys.stderr, leave=False, dynamic_ncols=True)
+
+        def on_batch_end(self, epoch: int, iteration: int, losses: dict[str, float]) -> None:
+            if self.bar is not None:
+                self.bar.set_postfix(loss=f"{losses['total']:.3f}", refresh=False)
+                self.bar.update(1)
+
+        def _close(self) -> None:
+            if self.bar is not None:
+                self.bar.close()
+                self.bar = None
+
+        def on_epoch_end(self, epoch: int, record: dict[str, Any]) -> None:
+            self._close()
+            print(format_epoch_summary(record, self.total), flush=True)
+
+        def on_exception(self, exc: BaseException) -> None:
+            self._close()
+
+    return Console()
+
+
+def _seed_globals(seed: int) -> None:
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def run_from_args(args: argparse.Namespace, command: str | None = None) -> int:
+    """Train as the parsed arguments say; returns the exit code.
+
+    ``command`` (stored in meta.json) defaults to ``sys.argv``.
+    Exit codes: 0 done; 1 the loss became NaN/inf; 2 a usage, config, dataset, checkpoint or run
+    directory error (one line on stderr); 130 interrupted (status.json says failed;
+    continue with --resume).
+    """
+    from esnet.config import Config, load, override
+    from esnet.data.types import DatasetError
+
+    rank = int(os.environ.get("RANK", "0"))
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if command is None:
+        command = shlex.join([os.path.basename(sys.argv[0]), *sys.argv[1:]])
+
+    def fail(message: str, code: int) -> int:
+        if rank == 0:
+            print(f"error: {message}", file=sys.stderr)
+        return code
+
+    try:
+        import torch
+
+        from esnet.engine import read_config, resolve_device, resume_config, train_run
+
+        updates = overrides_from_args(args)
+        if args.resume:
+            if args.config:
+                raise ValueError("--config cannot be used with --resume: the run's own config.json is used")
+            cfg = resume_config(read_config(args.out), None, updates)
+        else:
+            cfg = override(load(args.config) if args.config else Config(), updates)
+            if not cfg.data.root:
+                raise ValueError("--root is required (the dataset directory), or set data.root in --config")
+        device = resolve_device(cfg.train.device)
+        if world_size > 1:
+            if device.type == "cuda":
+                torch.cuda.set_device(local_rank)
+                device = torch.device("cuda", local_rank)
+            torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        _seed_globals(cfg.train.seed)
+        console = [_console_callback(cfg.optim.epochs)] if rank == 0 else []
+        try:
+            result = train_run(cfg, args.out, resume=args.resume, resume_updates=updates if args.resume else None,
+                               command=command, callbacks=console, device=device, rank=rank,
+                               world_size=world_size)
+        finally:
+            if world_size > 1 and torch.distributed.is_initialized():
+                torch.distributed.destroy_process_group()
+    except FloatingPointError as e:
+        return fail(str(e), 1)
+    except KeyboardInterrupt:
+        return fail(f"interrupted; continue with: esnet train --out {args.out} --resume", 130)
+    except (ValueError, DatasetError, FileNotFoundError, PermissionError) as e:
+        return fail(str(e), 2)
+    if rank == 0:
+        best = "" if result.best_mAP is None else f", best mAP {100 * result.best_mAP:.1f}%"
+        print(f"done: {result.epochs_done} epochs in {result.run_dir}{best}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m esnet.train", description=__doc__.splitlines()[0])
+    add_train_arguments(parser)
+    args = parser.parse_args(argv)
+    shown = sys.argv[1:] if argv is None else list(argv)
+    return run_from_args(args, shlex.join(["python", "-m", "esnet.train", *shown]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

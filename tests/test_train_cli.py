@@ -1,0 +1,98 @@
+"""``esnet train`` / ``python -m esnet.train`` on tiny synthetic data."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from esnet import cli
+from esnet import train as train_entry
+from esnet.engine import rundir
+from tests.test_trainer import make_market
+
+TINY = ["--dataset", "market1501", "--size", "32x16", "--batch", "8", "--instances", "2", "--workers", "0",
+        "--backbone", "mobilenet_v2", "--max-iters", "2", "--probes", "2", "--device", "cpu",
+        "--set", "optim.warmup_epochs=1"]
+SUMMARY = re.compile(
+    r"^epoch 1/1 loss \d+\.\d{4} acc \d\.\d{3}/\d\.\d{3} p \d\.\d{3}/\d\.\d{3} lr \d\.\d\de-\d\d \d+ img/s "
+    r"R1 \d+\.\d% mAP \d+\.\d%$", re.M)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def market(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_market(tmp_path_factory.mktemp("market"))
+
+
+def test_train_runs_prints_summary_and_resumes(market: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "run"
+    code = cli.main(["train", "--root", str(market), "--out", str(out), "--epochs", "1", "--eval-every", "1", *TINY])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert SUMMARY.search(captured.out), captured.out
+    assert f"done: 1 epochs in {out}, best mAP " in captured.out
+    assert rundir.read_status(out).state == "finished"
+    cfg = rundir.read_config(out)
+    assert (cfg.data.height, cfg.data.width, cfg.model.backbone, cfg.optim.warmup_epochs) == (32, 16, "mobilenet_v2", 1)
+    assert rundir.read_meta(out)["command"].startswith(("esnet", "python", "pytest", "__main__"))
+
+    # the same dir again without --resume: refused, nothing touched
+    code = cli.main(["train", "--root", str(market), "--out", str(out), "--epochs", "1", *TINY])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"error: run dir '{out}' already holds a finished run (1/1 epochs); pass --resume" in err
+
+    # --resume may extend the run, but not change the model
+    code = cli.main(["train", "--out", str(out), "--resume", "--backbone", "resnet18"])
+    assert code == 2 and "--resume cannot change ['model.backbone']" in capsys.readouterr().err
+    code = cli.main(["train", "--out", str(out), "--resume", "--epochs", "2", "--eval-every", "0"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert re.search(r"^epoch 2/2 loss ", captured.out, re.M) and "R1" not in captured.out.splitlines()[0]
+    assert [r["epoch"] for r in rundir.read_metrics(out)] == [1, 2]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--epochs", "abc"], "error: optim.epochs must be an integer, got 'abc'"),
+    (["--pool", "mean"], "error: model.pool must be one of ['p', 'avg', 'max'], got 'mean'"),
+    (["--set", "model.colour=red"], "error: unknown key 'model.colour'"),
+    (["--set", "nokey"], "error: --set expects KEY=VALUE"),
+    (["--size", "32by16"], "error: --size must be HxW in pixels, e.g. 256x128, got '32by16'"),
+    (["--batch", "7"], "error: data.batch_size must be a multiple of data.num_instances (2)"),
+])
+def test_bad_values_exit_2_with_one_line(market: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+                                         args: list[str], message: str) -> None:
+    out = tmp_path / "run"
+    code = cli.main(["train", "--root", str(market), "--out", str(out), "--epochs", "1", *TINY, *args])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith(message) and err.count("\n") == 1, err
+    assert not out.exists()
+
+
+def test_missing_dataset_and_root(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    code = cli.main(["train", "--root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "run"), *TINY])
+    assert code == 2
+    assert capsys.readouterr().err == f"error: {tmp_path / 'nowhere'}: dataset root does not exist\n"
+    assert not (tmp_path / "run").exists()
+    code = train_entry.main(["--out", str(tmp_path / "run"), "--dataset", "demo"])
+    assert code == 2 and "--root is required" in capsys.readouterr().err
+    code = cli.main(["train", "--out", str(tmp_path / "run"), "--resume"])
+    assert code == 2 and "does not exist" in capsys.readouterr().err
+
+
+def test_overrides_from_args_precedence() -> None:
+    parser = cli.build_parser()
+    args = parser.parse_args(["train", "--out", "o", "--set", "optim.epochs=5", "--epochs", "7", "--size", "64x32"])
+    assert train_entry.overrides_from_args(args) == {
+        "optim.epochs": "7", "data.height": 64, "data.width": 32,
+    }
