@@ -24,11 +24,17 @@ class Backbone(nn.Module):
         out_channels: C.
         classifier_prefixes: key prefixes of the full torchvision model that are not part
             of the backbone (its ImageNet classifier), dropped when loading weights.
+        branch_width: inner width of the erasing branch's bottleneck (C -> width -> C).
     """
 
     name: str = ""
     out_channels: int = 0
     classifier_prefixes: tuple[str, ...] = ()
+
+    @property
+    def branch_width(self) -> int:
+        """C/4 as in ResNet bottlenecks (BDB's extra block); backbones may narrow it."""
+        return self.out_channels // 4
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -94,6 +100,12 @@ class MobileNetV2Backbone(Backbone):
             raise RuntimeError("torchvision MobileNetV2 layout changed: features[14].conv[1][0] is not a stride-2 conv")
         depthwise.stride = (last_stride, last_stride)
         self.out_channels = 1280
+
+    @property
+    def branch_width(self) -> int:
+        """1280/16 = 80: MobileNetV2's own blocks are narrow (inverted residuals); a C/4 block
+        on 1280 channels would cost as much as the whole backbone (measured 1.35x step time)."""
+        return self.out_channels // 16
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, 3, H, W) float -> (B, 1280, H/16, W/16) at last_stride 1 (H/32 at 2)."""

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torchvision.models.resnet import Bottleneck
 
 from esnet.config import ModelConfig
 from esnet.model.backbone import Backbone, build_backbone
@@ -91,6 +90,25 @@ class Head(nn.Module):
         return bn.weight / torch.sqrt(bn.running_var + bn.eps)
 
 
+class BranchBottleneck(nn.Module):
+    """Residual bottleneck ``C -> width -> C`` (1x1, 3x3, 1x1 with BN) on the erasing branch."""
+
+    def __init__(self, channels: int, width: int) -> None:
+        super().__init__()
+        if not 1 <= width <= channels:
+            raise ValueError(f"bottleneck width must be in [1, {channels}], got {width!r}")
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+            nn.Conv2d(width, channels, 1, bias=False), nn.BatchNorm2d(channels),
+        )
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, C, h, w) -> (B, C, h, w)."""
+        return self.relu(x + self.body(x))
+
+
 class ESNet(nn.Module):
     """ES-Net; build with ``build_model``.
 
@@ -116,9 +134,7 @@ class ESNet(nn.Module):
         self.erase_bottleneck: nn.Module | None = None
         self.erase_head: Head | None = None
         if cfg.erasing != "off":
-            if c % 4 != 0:
-                raise ValueError(f"the erasing branch needs backbone channels divisible by 4, got {c}")
-            self.erase_bottleneck = Bottleneck(c, c // 4)  # identity shortcut: c -> c
+            self.erase_bottleneck = BranchBottleneck(c, self.backbone.branch_width)  # c -> c
             for m in self.erase_bottleneck.modules():
                 if isinstance(m, nn.Conv2d):
                     nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
