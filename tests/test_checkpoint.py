@@ -21,14 +21,6 @@ from esnet.config import Config, ModelConfig, override, to_dict
 from esnet.model import build_model
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _config(**model) -> Config:
     base = override(Config(), {"model.pool": "avg", "optim.epochs": 7, "optim.milestones": [3, 5], "train.seed": 11})
     return override(base, {f"model.{k}": v for k, v in model.items()})

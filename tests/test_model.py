@@ -12,14 +12,6 @@ from esnet.model.erasing import box_mask, minmax_scale, salient_box
 N = 5
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _model(**kw) -> ESNet:
     torch.manual_seed(0)
     return build_model(ModelConfig(backbone="resnet18", **kw), N)

@@ -7,14 +7,6 @@ import torch
 from esnet.model.pooling import Pool, avg_pool, max_pool, p_pool
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _x(seed: int = 0, shape=(2, 3, 8, 4)) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.rand(shape, generator=g) + 0.05  # strictly positive

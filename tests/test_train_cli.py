@@ -5,12 +5,10 @@ import re
 from pathlib import Path
 
 import pytest
-import torch
 
 from esnet import cli
 from esnet import train as train_entry
 from esnet.engine import rundir
-from tests.test_trainer import make_market
 
 TINY = ["--dataset", "market1501", "--size", "32x16", "--batch", "8", "--instances", "2", "--workers", "0",
         "--backbone", "mobilenet_v2", "--max-iters", "2", "--probes", "2", "--device", "cpu",
@@ -18,19 +16,6 @@ TINY = ["--dataset", "market1501", "--size", "32x16", "--batch", "8", "--instanc
 SUMMARY = re.compile(
     r"^epoch 1/1 loss \d+\.\d{4} acc \d\.\d{3}/\d\.\d{3} p \d\.\d{3}/\d\.\d{3} lr \d\.\d\de-\d\d \d+ img/s "
     r"R1 \d+\.\d% mAP \d+\.\d%$", re.M)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def market(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_market(tmp_path_factory.mktemp("market"))
 
 
 def test_train_runs_prints_summary_and_resumes(market: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

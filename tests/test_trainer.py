@@ -19,25 +19,7 @@ from esnet.engine import rundir, trainer
 from esnet.engine.callbacks import Callback, choose_probes, format_epoch_summary, should_evaluate
 from esnet.engine.run import resume_config, train_run
 from esnet.engine.rundir import RunDirError
-
-
-def make_market(root: Path, *, train_ids: int = 8, per_id: int = 4) -> Path:
-    """A tiny Market-1501 layout of 32x16 JPEGs: one colour per identity plus noise."""
-    rng = np.random.default_rng(0)
-    splits = (
-        ("bounding_box_train", range(1, train_ids + 1), per_id, (1, 2)),
-        ("query", range(50, 54), 1, (1,)),
-        ("bounding_box_test", range(50, 54), 2, (2,)),
-    )
-    for folder, ids, n, cams in splits:
-        d = root / folder
-        d.mkdir(parents=True, exist_ok=True)
-        for pid in ids:
-            base = rng.integers(0, 256, 3)
-            for k in range(n):
-                arr = np.clip(base + rng.integers(-40, 40, (32, 16, 3)), 0, 255).astype(np.uint8)
-                Image.fromarray(arr).save(d / f"{pid:04d}_c{cams[k % len(cams)]}s1_{k:06d}_00.jpg")
-    return root
+from tests.synthetic import make_market
 
 
 def tiny_config(root: Path, **updates) -> Config:
@@ -49,20 +31,6 @@ def tiny_config(root: Path, **updates) -> Config:
     }
     base.update(updates)
     return override(Config(), base)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Two shared CPU cores: intra-op threads fighting other processes cost more than they give."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def market(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_market(tmp_path_factory.mktemp("market"))
 
 
 @pytest.fixture(scope="module")

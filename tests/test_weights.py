@@ -18,14 +18,6 @@ from esnet.model import build_model, is_legacy_mobilenet_v2, remap_legacy_mobile
 from esnet.weights import WEIGHTS, WeightsError, WeightsSpec, default_cache_dir, fetch_weights, sha256_file
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 # Written independently of the code under test: today's layout -> the legacy flat layout.
 _TO_LEGACY_BLOCK1 = {"0.0": "0", "0.1": "1", "1": "3", "2": "4"}
 _TO_LEGACY = {"0.0": "0", "0.1": "1", "1.0": "3", "1.1": "4", "2": "6", "3": "7"}
