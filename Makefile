@@ -17,7 +17,7 @@ $(STAMP): requirements.txt pyproject.toml
 	@touch $(STAMP)
 
 demo-data: $(STAMP)
-	@test -f $(DEMO_ROOT)/.complete || $(VENV)/bin/esnet data demo --out $(DEMO_ROOT)
+	@$(VENV)/bin/esnet data demo --out $(DEMO_ROOT) --if-needed
 
 run: $(STAMP) demo-data
 	$(VENV)/bin/streamlit run streamlit_app.py --server.port $(PORT)

@@ -24,12 +24,16 @@ def default_demo_root() -> Path:
 
 
 def ensure_demo_data(root: str | Path | None = None) -> Path:
-    """Generate the synthetic demo dataset if it is missing; return its root."""
-    from esnet.data.demo import generate_demo
+    """Generate the synthetic demo dataset if it is missing or from an older generator; return its root.
+
+    A complete dataset whose ``.complete`` marker names another ``DEMO_VERSION`` is
+    replaced (atomically); a folder that is not a demo dataset is never touched.
+    """
+    from esnet.data.demo import demo_is_current, demo_marker, generate_demo
 
     out = Path(root) if root is not None else default_demo_root()
-    if not (out / ".complete").exists():
-        generate_demo(out)
+    if not demo_is_current(out):
+        generate_demo(out, overwrite=demo_marker(out) is not None)
     return out
 
 

@@ -27,7 +27,14 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
 def _cmd_data_demo(args: argparse.Namespace) -> int:
     from esnet.data.demo import generate_demo
 
-    summary = generate_demo(args.out, num_ids=args.ids, seed=args.seed)
+    if args.if_needed:
+        from esnet.data.demo import demo_is_current, demo_marker
+
+        if demo_is_current(args.out):
+            print(f"demo dataset at {args.out} is complete and current")
+            return 0
+        args.overwrite = args.overwrite or demo_marker(args.out) is not None
+    summary = generate_demo(args.out, num_ids=args.ids, seed=args.seed, overwrite=args.overwrite)
     print(summary)
     return 0
 
@@ -51,6 +58,9 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     demo.add_argument("--out", required=True, help="output directory")
     demo.add_argument("--ids", type=int, default=120, help="number of identities")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--overwrite", action="store_true", help="replace a complete demo dataset at --out")
+    demo.add_argument("--if-needed", action="store_true",
+                      help="do nothing when --out already holds a current demo dataset; replace an outdated one")
     demo.set_defaults(func=_cmd_data_demo)
 
 

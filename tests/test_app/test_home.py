@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from esnet.data.demo import generate_demo
+from esnet.data.demo import DEMO_VERSION, generate_demo
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,7 +34,8 @@ def test_home_reports_a_broken_demo_dataset(tmp_path, monkeypatch) -> None:
     broken = tmp_path / "demo_data"
     (broken / "query").mkdir(parents=True)
     (broken / "query" / "not_a_market_name.jpg").write_bytes(b"x")
-    (broken / ".complete").write_text("{}")
+    # A current marker, so the page reads the folder instead of regenerating it.
+    (broken / ".complete").write_text(f'{{"version": {DEMO_VERSION}}}')
     monkeypatch.setenv("ESNET_DEMO_ROOT", str(broken))
     at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60)
     at.run()
