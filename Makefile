@@ -19,6 +19,10 @@ $(STAMP): requirements.txt pyproject.toml
 demo-data: $(STAMP)
 	@$(VENV)/bin/esnet data demo --out $(DEMO_ROOT) --if-needed
 
+# Rebuild the embedded demo runs in assets/demo_runs (about 25 min on 2 CPU cores; the result is committed).
+demo-assets: $(STAMP) demo-data
+	$(VENV)/bin/esnet demo build --out assets/demo_runs --data $(DEMO_ROOT) --overwrite
+
 run: $(STAMP) demo-data
 	$(VENV)/bin/streamlit run streamlit_app.py --server.port $(PORT)
 

@@ -1,4 +1,4 @@
-"""Command line: ``esnet data check|demo``, ``esnet train``, ``esnet weights fetch``.
+"""Command line: ``esnet data check|demo``, ``esnet train``, ``esnet weights fetch``, ``esnet demo build``.
 
 The only place that seeds global RNGs and turns library errors into exit codes.
 Each ``_cmd_*`` returns the process exit code.
@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 
 def _cmd_data_check(args: argparse.Namespace) -> int:
@@ -99,12 +100,43 @@ def _add_weights(sub: argparse._SubParsersAction) -> None:
     fetch.set_defaults(func=_cmd_weights_fetch)
 
 
+def _cmd_demo_build(args: argparse.Namespace) -> int:
+    from esnet.demo_build import DEMO_RUNS, build_demo_assets
+
+    weights = args.weights
+    if not weights:
+        from esnet.weights import default_cache_dir, fetch_weights
+
+        weights = str(fetch_weights("mobilenet_v2", default_cache_dir()))
+    runs = tuple(args.runs) if args.runs else tuple(DEMO_RUNS)
+    build = build_demo_assets(args.out, data_root=args.data, weights=weights, runs=runs, epochs=args.epochs,
+                              overwrite=args.overwrite)
+    sizes = sum(f.stat().st_size for r in build.runs.values() for f in Path(r).rglob("*") if f.is_file())
+    print(f"demo runs {sorted(build.runs)} in {args.out} ({sizes / 2**20:.1f} MiB) in {build.seconds:.0f} s; "
+          f"checkpoint {build.checkpoint}")
+    return 0
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    demo = sub.add_parser("demo", help="the embedded demo (assets/)")
+    dsub = demo.add_subparsers(dest="demo_cmd", required=True)
+    build = dsub.add_parser("build", help="train the demo runs (ES-Net p/avg/max + baseline) on the demo data")
+    build.add_argument("--out", default="assets/demo_runs", help="directory for the run directories")
+    build.add_argument("--data", default="assets/demo_data", help="demo dataset (generated when missing)")
+    build.add_argument("--weights", default="", help="MobileNetV2 ImageNet weights (default: esnet weights fetch)")
+    build.add_argument("--runs", nargs="+", help="subset of the demo runs to build")
+    build.add_argument("--epochs", type=int, help="override the epoch budget (for quick checks)")
+    build.add_argument("--overwrite", action="store_true", help="replace runs that exist")
+    build.set_defaults(func=_cmd_demo_build)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="esnet", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     _add_data(sub)
     _add_train(sub)
     _add_weights(sub)
+    _add_demo(sub)
     return parser
 
 

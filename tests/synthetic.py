@@ -22,3 +22,66 @@ def make_market(root: Path, *, train_ids: int = 8, per_id: int = 4) -> Path:
                 arr = np.clip(base + rng.integers(-40, 40, (32, 16, 3)), 0, 255).astype(np.uint8)
                 Image.fromarray(arr).save(d / f"{pid:04d}_c{cams[k % len(cams)]}s1_{k:06d}_00.jpg")
     return root
+
+
+def make_run(d: Path, *, pool: str = "p", erasing: str = "salient", epochs: int = 4, eval_every: int = 2,
+             probes: int = 3, state: str = "finished", images: bool = True, dataset_root: Path | None = None) -> Path:
+    """A finished (or running/failed) run directory written with the trainer's own writers.
+
+    Feature map 8x4, input 64x32; probe ``i``'s CAM peaks at row ``(i + epoch) % 8`` so the
+    erased block moves with the epoch; eval mAP rises by 0.1 per evaluated epoch from 0.3.
+    With ``images=False`` the run has no probes/images and probes refer to files under
+    ``dataset_root`` (relpath ``bounding_box_train/<name>``), written there.
+    """
+    from esnet.config import Config, override
+    from esnet.engine import rundir
+
+    d.mkdir(parents=True, exist_ok=True)
+    cfg = override(Config(), {"model.pool": pool, "model.erasing": erasing, "model.backbone": "mobilenet_v2",
+                              "data.height": 64, "data.width": 32, "optim.epochs": epochs,
+                              "optim.milestones": [], "optim.warmup_epochs": 0, "data.dataset": "demo"})
+    rundir.write_config(d, cfg)
+    rng = np.random.default_rng(1)
+    entries = []
+    for i in range(probes):
+        name = f"{i + 1:04d}_c{i % 2 + 1}s1_000001_00.jpg"
+        arr = rng.integers(0, 256, (64, 32, 3), dtype=np.uint8)
+        if images:
+            (d / "probes" / "images").mkdir(parents=True, exist_ok=True)
+            Image.fromarray(arr).save(d / "probes" / "images" / f"{i:02d}.jpg")
+        elif dataset_root is not None:
+            (dataset_root / "bounding_box_train").mkdir(parents=True, exist_ok=True)
+            Image.fromarray(arr).save(dataset_root / "bounding_box_train" / name)
+        entries.append({"index": i, "path": f"/elsewhere/{name}", "relpath": f"bounding_box_train/{name}",
+                        "pid": i + 1, "label": i, "camid": i % 2, "image": f"images/{i:02d}.jpg"})
+    rundir.atomic_write_json(d / "probes" / "probes.json",
+                             {"probes": entries, "feature_size": [8, 4], "input_size": [64, 32]})
+    m_ap = 0.2
+    for epoch in range(0, epochs + 1):
+        cam = np.zeros((probes, 8, 4), dtype=np.float32)
+        box = np.zeros((probes, 4), dtype=np.int64)
+        for i in range(probes):
+            row = (i + epoch) % 8
+            cam[i, row, :] = 1.0
+            top = min(max(row - 1, 0), 8 - 3)
+            box[i] = (top, 0, 3, 4)
+        rundir.write_probe_epoch(d, epoch, cam, box)
+        if epoch == 0:
+            continue
+        rec = {"epoch": epoch, "lr": 3.5e-4 / epoch, "time_s": 10.0 + epoch, "img_per_s": 50.0,
+               "loss": {"global_ce": 3.0 / epoch, "global_triplet": 0.5 / epoch, "total": 3.5 / epoch},
+               "acc": {"global": 0.2 * epoch}, "p": {"global": 3.0 + 0.1 * epoch} if pool == "p" else {}}
+        if erasing != "off":
+            rec["loss"]["erase_ce"] = 3.2 / epoch
+            rec["acc"]["erase"] = 0.15 * epoch
+            if pool == "p":
+                rec["p"]["erase"] = 3.0 + 0.2 * epoch
+        if epoch % eval_every == 0 or epoch == epochs:
+            m_ap += 0.1
+            rec["eval"] = {"R1": m_ap + 0.2, "R5": m_ap + 0.3, "R10": m_ap + 0.35, "mAP": m_ap, "mINP": m_ap / 3,
+                           "cmc": list(np.linspace(m_ap + 0.2, 1.0, 20))}
+        rundir.append_metrics(d, rec)
+    done = epochs if state == "finished" else max(epochs - 1, 0)
+    rundir.write_status(d, state=state, epoch=done, total_epochs=epochs,
+                        error="RuntimeError: boom" if state == "failed" else None)
+    return d
