@@ -93,6 +93,56 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return updates
 
 
+def _stop_on_signal_callback(out: str):
+    """A callback that turns SIGINT/SIGTERM into a clean stop at the next batch boundary.
+
+    The first signal only sets a flag, so a checkpoint or metrics line being written is
+    never cut; the next ``on_batch_end`` / ``on_epoch_start`` raises KeyboardInterrupt
+    (status.json: failed, resumable). A second signal interrupts at once.
+    """
+    import signal
+
+    from esnet.engine import Callback
+
+    class StopOnSignal(Callback):
+        def __init__(self) -> None:
+            self.signal_name = ""
+            self.previous: dict[int, Any] = {}
+
+        def _handler(self, signum: int, frame: Any) -> None:
+            if self.signal_name:
+                raise KeyboardInterrupt(f"{signal.Signals(signum).name} received twice")
+            self.signal_name = signal.Signals(signum).name
+
+        def _check(self, where: str) -> None:
+            if self.signal_name:
+                raise KeyboardInterrupt(f"stopped by {self.signal_name} {where}; continue with: "
+                                        f"esnet train --out {out} --resume")
+
+        def on_train_start(self, state) -> None:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self._handler)
+
+        def on_epoch_start(self, epoch: int) -> None:
+            self._check(f"before epoch {epoch}")
+
+        def on_batch_end(self, epoch: int, iteration: int, losses: dict[str, float]) -> None:
+            self._check(f"at epoch {epoch}, iteration {iteration}")
+
+        def _restore(self) -> None:
+            for sig, handler in self.previous.items():
+                signal.signal(sig, handler)
+            self.previous.clear()
+
+        def on_train_end(self) -> None:
+            self._restore()
+
+        def on_exception(self, exc: BaseException) -> None:
+            self._restore()
+
+    return StopOnSignal()
+
+
 def _console_callback(total_epochs: int):
     """A progress bar per epoch (stderr) and a summary line per epoch (stdout)."""
     from tqdm import tqdm
@@ -187,7 +237,9 @@ def run_from_args(args: argparse.Namespace, command: str | None = None) -> int:
                 device = torch.device("cuda", local_rank)
             torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
         _seed_globals(cfg.train.seed)
-        console = [_console_callback(cfg.optim.epochs)] if rank == 0 else []
+        console = [_stop_on_signal_callback(args.out)]
+        if rank == 0:
+            console.append(_console_callback(cfg.optim.epochs))
         try:
             result = train_run(cfg, args.out, resume=args.resume, resume_updates=updates if args.resume else None,
                                command=command, callbacks=console, device=device, rank=rank,
