@@ -4,19 +4,33 @@ Pages never import torch or esnet internals; they call these.
 """
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from PIL import Image
 
+from esnet import embedding, evaluation, projection, saliency
+from esnet.checkpoint import CheckpointError
+from esnet.data import images
 from esnet.data.check import check_dataset
 from esnet.data.datasets import DATASETS, load_dataset
+from esnet.data.images import ImageError
 from esnet.data.types import DatasetError
+from esnet.embedding import Embeddings, Inference
+from esnet.evaluation import EvalReport
+from esnet.saliency import ErasingView, SaliencyMap
+from esnet.search import GalleryIndex, SearchResult, build_index, search
 from esnet.engine import rundir
 from esnet.engine.rundir import RunDirError
 from esnet.runview import (
@@ -31,10 +45,13 @@ from esnet.runview import (
 )
 
 __all__ = [
-    "DATASETS", "DatasetError", "ErasingFrame", "PoolingDemo", "RunDirError", "TrainingJob", "block_positions",
-    "cmc_frame", "dataset_overview", "default_demo_root", "default_runs_dir", "ensure_demo_data", "erasing_frames",
-    "metrics_frame", "pooling_demo", "read_run_config", "run_status", "runs_frame", "start_training",
-    "stop_training",
+    "DATASETS", "SALIENCY_KINDS", "CheckpointError", "DatasetError", "Embeddings", "ErasingFrame", "ErasingView",
+    "EvalReport", "Gallery", "ImageError", "Inference", "PoolingDemo", "RunDirError", "SaliencyMap", "SearchResult",
+    "TrainingJob", "block_positions", "cmc_frame", "dataset_overview", "default_cache_dir", "default_demo_root",
+    "default_runs_dir", "embed", "embedding_projection", "ensure_demo_data", "erasing_frames", "erasing_replay",
+    "evaluate_checkpoint", "image_saliency", "load_gallery", "load_inference", "metrics_frame", "nearest_neighbours",
+    "pair_saliency", "pooling_demo", "query_ranking", "read_image", "read_run_config", "run_status", "runs_frame",
+    "search_images", "start_training", "stop_training", "warm_up_projection",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -93,6 +110,224 @@ def read_run_config(run_dir: str | Path) -> dict:
 def run_status(run_dir: str | Path) -> rundir.RunStatus:
     """status.json of a run (a dead trainer's ``running`` reads ``failed``)."""
     return rundir.read_status(run_dir)
+
+
+# --- inference: load, embed, search, evaluate, saliency, projections -------------------------
+def default_cache_dir() -> Path:
+    """Where embeddings and projections are cached (``$ESNET_CACHE_DIR`` or ``.cache/esnet``)."""
+    return Path(os.environ.get("ESNET_CACHE_DIR", REPO_ROOT / ".cache" / "esnet"))
+
+
+def load_inference(path: str | Path, device: str = "auto") -> Inference:
+    """A checkpoint file, or a run directory (best.pt, else last.pt), ready to embed images.
+
+    Raises:
+        CheckpointError: missing, unreadable, untrusted (not weights-only) or mismatched checkpoint.
+        ValueError: an unknown device.
+    """
+    return embedding.load_inference(path, device=device)
+
+
+def read_image(source: str | Path | bytes, name: str | None = None) -> Image.Image:
+    """A file path or the bytes of an upload -> 8-bit RGB image, by the rules of ``esnet.data.images``.
+
+    Raises:
+        ImageError: the message names the file (``name`` for bytes) and the reason.
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return images.load_rgb_bytes(bytes(source), name or "upload")
+    return images.load_rgb(source)
+
+
+@dataclass(frozen=True, eq=False)
+class Gallery:
+    """Embedded gallery images and their search index.
+
+    Attributes:
+        embeddings: features (N, D) float32 unit rows, paths, pids, camids, skipped files.
+        index: the ``esnet.search`` index over them.
+    """
+
+    embeddings: Embeddings
+    index: GalleryIndex
+
+    def __len__(self) -> int:
+        return len(self.embeddings.paths)
+
+
+def embed(inf: Inference, *, folder: str | Path | None = None, dataset: str | None = None,
+          root: str | Path | None = None, split: str = "gallery", flip: bool = False,
+          cache_dir: str | Path | None = None, batch_size: int = 64,
+          progress: Callable[[int, int], None] | None = None) -> Embeddings:
+    """Embed every image of ``folder`` (recursive), or one ``split`` of ``dataset`` at ``root``.
+
+    Unreadable images are skipped and listed in ``Embeddings.skipped``; with ``cache_dir``
+    a gallery already embedded by the same checkpoint is read back instead.
+
+    Raises:
+        ValueError: neither or both of folder / dataset given, an empty folder or split,
+            or every image unreadable.
+        DatasetError: the dataset cannot be loaded.
+    """
+    if (folder is None) == (dataset is None):
+        raise ValueError("give exactly one of folder=... or dataset=... (with root=...)")
+    if folder is not None:
+        return embedding.embed_folder(inf, folder, batch_size=batch_size, flip=flip, cache_dir=cache_dir,
+                                      progress=progress)
+    if root is None:
+        raise ValueError(f"dataset {dataset!r} needs root=<its directory>")
+    data = load_dataset(dataset, str(root))
+    return embedding.embed_split(inf, data, split, batch_size=batch_size, flip=flip, cache_dir=cache_dir,
+                                 progress=progress)
+
+
+def load_gallery(inf: Inference, *, folder: str | Path | None = None, dataset: str | None = None,
+                 root: str | Path | None = None, split: str = "gallery", flip: bool = False,
+                 cache_dir: str | Path | None = None, backend: str = "auto",
+                 progress: Callable[[int, int], None] | None = None) -> Gallery:
+    """:func:`embed` the gallery, then index it (``backend`` as ``esnet.search.build_index``)."""
+    emb = embed(inf, folder=folder, dataset=dataset, root=root, split=split, flip=flip, cache_dir=cache_dir,
+                progress=progress)
+    index = build_index(emb.features, paths=list(emb.paths), pids=emb.pids, camids=emb.camids, backend=backend)
+    return Gallery(embeddings=emb, index=index)
+
+
+def search_images(inf: Inference, gallery: Gallery, query_images: Sequence[Image.Image], *, topk: int = 10,
+                  rerank: bool = False, flip: bool = False) -> SearchResult:
+    """Rank the gallery for each query image (RGB PIL images, e.g. from :func:`read_image`).
+
+    Returns:
+        ``SearchResult`` with (Q, k) arrays, distances ascending; ``to_frame(i)`` per query.
+    """
+    if flip != gallery.embeddings.flip:
+        raise ValueError(f"flip={flip} but the gallery was embedded with flip={gallery.embeddings.flip}; "
+                         "queries and gallery must use the same features")
+    feats = embedding.embed_images(inf, list(query_images), flip=flip)  # (Q, D)
+    return search(gallery.index, feats, topk=topk, rerank=rerank)
+
+
+def evaluate_checkpoint(checkpoint: str | Path | Inference, dataset: str, root: str | Path, *,
+                        rerank: bool = False, flip: bool = False, cache_dir: str | Path | None = None,
+                        progress: Callable[[str, int, int], None] | None = None) -> EvalReport:
+    """CMC / mAP / mINP of a checkpoint (file, run directory or loaded ``Inference``) on a dataset.
+
+    Returns:
+        ``EvalReport``: summary, CMC, per-query results, embeddings and the verification ROC.
+    Raises:
+        CheckpointError, DatasetError, ValueError: with the file / rule named.
+    """
+    inf = checkpoint if isinstance(checkpoint, Inference) else load_inference(checkpoint)
+    return evaluation.evaluate_dataset(inf, dataset, str(root), rerank=rerank, flip=flip,
+                                       cache_dir=None if cache_dir is None else str(cache_dir), progress=progress)
+
+
+def query_ranking(report: EvalReport, query_row: int, topk: int = 10) -> pd.DataFrame:
+    """One query's ranked gallery (rank, index, path, pid, camid, distance, correct, ignored)."""
+    return evaluation.query_ranking(report, query_row, topk)
+
+
+SALIENCY_KINDS = ("cam", "gradcam", "ig")
+
+
+def _batch(inf: Inference, image: Image.Image):
+    return inf.preprocess([image]).to(inf.device)  # (1, 3, H, W)
+
+
+def image_saliency(inf: Inference, image: Image.Image, kind: str = "cam", *, class_id: int | None = None,
+                   baseline: str = "blur") -> SaliencyMap:
+    """One image's saliency at the network's input resolution (H, W).
+
+    Args:
+        kind: ``cam`` (the model's own CAM: what ES-Net erases), ``gradcam`` (captum
+            LayerGradCAM) or ``ig`` (captum IntegratedGradients from a ``blur`` or ``grey`` baseline).
+        class_id: identity to explain (training class index); None = predicted / own embedding.
+    """
+    import torch
+
+    if kind not in SALIENCY_KINDS:
+        raise ValueError(f"saliency kind must be one of {list(SALIENCY_KINDS)}, got {kind!r}")
+    x = _batch(inf, image)
+    ids = None if class_id is None else torch.tensor([class_id], device=inf.device)
+    if kind == "cam":
+        return saliency.own_cam(inf.model, x, ids)[0]
+    if kind == "gradcam":
+        return saliency.grad_cam(inf.model, x, ids)[0]
+    return saliency.integrated_gradients(inf.model, x, baseline=baseline, class_ids=ids)[0]
+
+
+def pair_saliency(inf: Inference, query: Image.Image, match: Image.Image) -> tuple[SaliencyMap, SaliencyMap]:
+    """Which regions of the query and of the match drive their cosine similarity."""
+    return saliency.similarity_saliency(inf.model, _batch(inf, query), _batch(inf, match))
+
+
+def erasing_replay(inf: Inference, image: Image.Image) -> ErasingView:
+    """The block ES-Net would erase from this image now (CAM of the predicted identity)."""
+    return saliency.erasing_replay_map(inf.model, _batch(inf, image))[0]
+
+
+def _projection_key(report: EvalReport, method: str, seed: int) -> str:
+    h = hashlib.sha256(json.dumps([report.checkpoint_sha, report.query.paths, report.gallery.paths, report.flip,
+                                   method, seed]).encode())
+    return h.hexdigest()[:32]
+
+
+def embedding_projection(report: EvalReport, *, method: str = "umap", seed: int = 0,
+                         cache_dir: str | Path | None = None) -> pd.DataFrame:
+    """2-D projection of the report's query + gallery features (queries first).
+
+    Returns:
+        DataFrame x, y, pid, camid, split (``query``/``gallery``), path. With ``cache_dir`` the
+        coordinates are stored (atomically) and read back for the same checkpoint, images,
+        method and seed.
+    """
+    feats = np.concatenate([np.asarray(report.query.features), np.asarray(report.gallery.features)])  # (Q+G, D)
+    meta = {"pids": np.concatenate([report.query.pids, report.gallery.pids]),
+            "camids": np.concatenate([report.query.camids, report.gallery.camids]),
+            "splits": ["query"] * report.num_query + ["gallery"] * report.num_gallery,
+            "paths": list(report.query.paths) + list(report.gallery.paths)}
+    cached = None if cache_dir is None else Path(cache_dir) / f"projection-{_projection_key(report, method, seed)}.npy"
+    if cached is not None and cached.is_file():
+        xy = np.load(cached, allow_pickle=False)
+        if xy.shape == (len(feats), 2):
+            frame = pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "pid": meta["pids"], "camid": meta["camids"],
+                                  "split": meta["splits"], "path": meta["paths"]})
+            frame.attrs.update(method=method, seed=seed, from_cache=True)
+            return frame
+    frame = projection.projection_frame(feats, method=method, seed=seed, **meta)
+    if cached is not None:
+        buf = io.BytesIO()
+        np.save(buf, frame[["x", "y"]].to_numpy(np.float32))
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        rundir.atomic_write_bytes(cached, buf.getvalue())
+    frame.attrs["from_cache"] = False
+    return frame
+
+
+def warm_up_projection() -> float:
+    """Compile UMAP's numba kernels once per process (~20-40 s the first time); returns seconds."""
+    return projection.warm_up()
+
+
+def nearest_neighbours(report: EvalReport, row: int, k: int = 8) -> pd.DataFrame:
+    """The ``k`` nearest images (query + gallery, cosine) to row ``row`` of :func:`embedding_projection`'s frame.
+
+    Returns:
+        DataFrame row, path, pid, camid, split, distance; nearest first, the image itself excluded.
+    """
+    feats = np.concatenate([np.asarray(report.query.features), np.asarray(report.gallery.features)])  # (N, D)
+    n = len(feats)
+    if isinstance(row, bool) or not isinstance(row, (int, np.integer)) or not 0 <= row < n:
+        raise ValueError(f"row must be an integer in [0, {n}), got {row!r}")
+    d = 1.0 - feats @ feats[row]  # (N,)
+    d[row] = np.inf
+    order = np.argsort(d, kind="stable")[:max(0, min(int(k), n - 1))]
+    q = report.num_query
+    paths = list(report.query.paths) + list(report.gallery.paths)
+    pids = np.concatenate([report.query.pids, report.gallery.pids])
+    camids = np.concatenate([report.query.camids, report.gallery.camids])
+    return pd.DataFrame({"row": order, "path": [paths[i] for i in order], "pid": pids[order],
+                         "camid": camids[order], "split": ["query" if i < q else "gallery" for i in order],
+                         "distance": d[order].astype(np.float32)})
 
 
 @dataclass(frozen=True)
@@ -187,3 +422,69 @@ def stop_training(run_dir: str | Path, *, timeout_s: float = 30.0) -> str:
             return "stopped"
         time.sleep(0.2)
     return "stopping"
+
+
+ALLOWED_ROOTS_ENV = "ESNET_ALLOWED_ROOTS"
+
+
+def default_allowed_roots() -> list[Path]:
+    """Where dashboard paths may point: the repository, ``$HOME`` and each ``$ESNET_ALLOWED_ROOTS`` entry.
+
+    ``$ESNET_ALLOWED_ROOTS`` is ``os.pathsep``-separated (``:`` on Linux); empty entries are ignored.
+    """
+    extra = os.environ.get(ALLOWED_ROOTS_ENV, "")
+    return [REPO_ROOT, Path.home()] + [Path(p).expanduser() for p in extra.split(os.pathsep) if p.strip()]
+
+
+def _inside(path: Path, roots: list[Path]) -> bool:
+    return any(path.is_relative_to(r) for r in roots)
+
+
+def confine_path(path: str | Path, allowed_roots: list[str | Path] | None = None) -> Path:
+    """``path`` resolved (``~`` expanded, ``..`` and symlinks followed) if it stays inside an allowed root.
+
+    A relative path is taken from the repository root. The path need not exist.
+
+    Args:
+        path: a path typed by the user.
+        allowed_roots: the roots to confine to (default :func:`default_allowed_roots`); each is resolved too.
+    Returns:
+        The resolved absolute path.
+    Raises:
+        ValueError: empty path, or the resolved path lies outside every root; the message names
+            the path, what it resolves to and the rule it broke ('..' escape, symlink escape, outside).
+    """
+    raw = str(path).strip()
+    if not raw:
+        raise ValueError("path is empty")
+    roots_in = default_allowed_roots() if allowed_roots is None else [Path(r) for r in allowed_roots]
+    p = Path(raw).expanduser()
+    p = p if p.is_absolute() else REPO_ROOT / p
+    try:
+        roots = [Path(r).expanduser().resolve() for r in roots_in]
+        resolved = p.resolve()
+    except (OSError, RuntimeError, ValueError) as e:
+        raise ValueError(f"path {raw!r} cannot be resolved: {e}") from None
+    if _inside(resolved, roots):
+        return resolved
+    shown = ", ".join(str(r) for r in roots)
+    lexical = Path(os.path.normpath(p))
+    if ".." in Path(raw).parts and not _inside(lexical, roots):
+        rule = "'..' may not climb out of the allowed roots"
+    elif _inside(lexical, roots):
+        rule = "a symlink inside the allowed roots may not lead out of them"
+    else:
+        rule = f"it is outside the allowed roots; add a root to ${ALLOWED_ROOTS_ENV} ({os.pathsep}-separated) to allow it"
+    raise ValueError(f"path {raw!r} resolves to {str(resolved)!r}: {rule} (allowed: {shown})")
+
+
+def training_choices() -> dict[str, list[str]]:
+    """Valid values for the dashboard's start-training form: backbone, pool, erasing, dataset, device."""
+    from esnet.config import ERASING, POOLS
+    from esnet.model.backbone import BACKBONES
+
+    return {"backbone": sorted(BACKBONES), "pool": list(POOLS), "erasing": list(ERASING),
+            "dataset": sorted(DATASETS), "device": ["cpu", "cuda", "auto"]}
+
+
+__all__ += ["confine_path", "default_allowed_roots", "training_choices"]

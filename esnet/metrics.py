@@ -920,7 +920,12 @@ def verification_roc(
 
 
 def _as_features(name: str, x: object) -> torch.Tensor:
-    t = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))
+    if isinstance(x, torch.Tensor):
+        t = x
+    else:
+        a = np.asarray(x)
+        # Read-only inputs (a cached memmap) are copied: torch refuses to wrap non-writable memory.
+        t = torch.from_numpy(a if a.flags.writeable else np.array(a))
     if t.ndim != 2:
         raise ValueError(f"{name} must be (N, D) features, got shape {tuple(t.shape)}")
     if not (t.is_floating_point() or t.dtype in (torch.int32, torch.int64)):

@@ -24,6 +24,7 @@ RANKS = {
     "esnet.embedding": 3,
     "esnet.projection": 3,
     "esnet.export": 3,
+    "esnet.evaluation": 3,
     "esnet.runview": 3,
     "esnet.train": 4,
     "esnet.api": 4,

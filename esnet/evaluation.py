@@ -1,0 +1,206 @@
+"""Evaluate a checkpoint on a dataset's query/gallery split and keep what the rank browser needs.
+
+``evaluate_inference`` embeds both splits (disk-cached through ``esnet.embedding``),
+computes the cosine distance matrix, optionally k-reciprocal re-ranks it, and runs the
+standard protocol (``esnet.metrics.evaluate``) plus the verification ROC. The report keeps
+the features, not the (Q, G) matrix (266 MB for Market-1501), so one query's ranking is
+recomputed on demand from its row; a re-ranked matrix cannot be recomputed per row and is
+kept.
+
+Datasets evaluated by the VehicleID protocol (one random gallery image per id, repeated)
+are refused here: ``esnet.metrics.evaluate_vehicleid`` is the function for them.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from esnet.data.datasets import load_dataset
+from esnet.data.types import ReidData
+from esnet.embedding import Embeddings, Inference, embed_split
+from esnet.metrics import RankResult, VerificationResult, evaluate, pairwise_distance, re_ranking, verification_roc
+
+MAX_RANK = 50
+"""Length of the CMC curve kept in a report."""
+
+RERANK_MAX_ITEMS = 25_000
+"""Largest query + gallery that ``rerank=True`` accepts: re-ranking holds (G, G) distances
+(1.6 GB at 20,000) and takes minutes on a CPU beyond that."""
+
+Progress = Callable[[str, int, int], None]
+"""``progress(stage, done, total)``; stage is ``query`` or ``gallery``."""
+
+PER_QUERY_COLUMNS = ("query", "path", "pid", "camid", "ap", "first_hit", "hardest_positive", "num_positives", "valid")
+
+
+@dataclass(frozen=True, eq=False)
+class EvalReport:
+    """One checkpoint evaluated on one dataset.
+
+    Attributes:
+        dataset, root: what was evaluated.
+        checkpoint, checkpoint_sha: the model.
+        rerank, flip: the options used.
+        summary: R1, R5, R10, mAP, mINP as fractions in [0, 1].
+        cmc: (MAX_RANK,) float64.
+        result: the full ``RankResult`` (per-query arrays, length Q).
+        per_query: DataFrame, one row per query: ``PER_QUERY_COLUMNS``; ``first_hit`` and
+            ``hardest_positive`` are 0-based ranks among valid gallery items (-1 = the query
+            has no valid match and is not scored).
+        query, gallery: the embeddings (features (N, D) float32 unit rows, paths, pids, camids).
+        verification: ROC of "same identity?" over query x gallery pairs, with the
+            operating threshold (Youden's J) as ``best_threshold``.
+        reranked_distmat: (Q, G) float32 when ``rerank``, else None.
+    """
+
+    dataset: str
+    root: str
+    checkpoint: str
+    checkpoint_sha: str
+    rerank: bool
+    flip: bool
+    summary: dict[str, float]
+    cmc: np.ndarray
+    result: RankResult
+    per_query: pd.DataFrame
+    query: Embeddings
+    gallery: Embeddings
+    verification: VerificationResult
+    reranked_distmat: np.ndarray | None
+
+    @property
+    def num_query(self) -> int:
+        return len(self.query.paths)
+
+    @property
+    def num_gallery(self) -> int:
+        return len(self.gallery.paths)
+
+    @property
+    def skipped(self) -> tuple[tuple[str, str], ...]:
+        """(path, reason) of every query or gallery image that could not be read."""
+        return self.query.skipped + self.gallery.skipped
+
+    def to_json(self) -> dict:
+        """A JSON-ready summary (no per-query rows): metrics, CMC top 20, counts, options."""
+        return {
+            "dataset": self.dataset, "root": self.root, "checkpoint": self.checkpoint,
+            "checkpoint_sha256": self.checkpoint_sha, "rerank": self.rerank, "flip": self.flip,
+            **{k: round(v, 6) for k, v in self.summary.items()},
+            "cmc": [round(float(v), 6) for v in self.cmc[:20]],
+            "num_query": self.num_query, "num_gallery": self.num_gallery,
+            "num_valid_queries": self.result.num_valid_queries,
+            "verification": {"auc": round(self.verification.auc, 6),
+                             "best_threshold": round(self.verification.best_threshold, 6),
+                             "tpr_at_fpr": {str(k): round(v, 6) for k, v in self.verification.tpr_at_fpr.items()}},
+            "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
+        }
+
+
+def _per_query(result: RankResult, query: Embeddings) -> pd.DataFrame:
+    return pd.DataFrame({
+        "query": np.arange(len(query.paths)),
+        "path": list(query.paths),
+        "pid": query.pids,
+        "camid": query.camids,
+        "ap": result.ap,
+        "first_hit": result.first_hit,
+        "hardest_positive": result.hardest_positive,
+        "num_positives": result.num_positives,
+        "valid": result.valid,
+    })
+
+
+def evaluate_inference(inf: Inference, data: ReidData, *, rerank: bool = False, flip: bool = False,
+                       cache_dir: str | None = None, batch_size: int = 64,
+                       progress: Progress | None = None) -> EvalReport:
+    """Embed ``data``'s query and gallery with ``inf`` and score them by the standard protocol.
+
+    Args:
+        inf: from ``esnet.embedding.load_inference``.
+        data: a loaded dataset with ``protocol == "standard"``.
+        rerank: k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3) before scoring; refused
+            above RERANK_MAX_ITEMS images.
+        flip: average each feature with its mirror's.
+        cache_dir: embedding cache (see ``esnet.embedding``); None = no cache.
+        batch_size: images per forward pass.
+        progress: called per batch with the stage and counts.
+    Raises:
+        ValueError: a VehicleID-protocol dataset, an empty split, every image of a split
+            unreadable, too many images to re-rank, or no query with a valid match.
+    """
+    if data.protocol != "standard":
+        raise ValueError(f"dataset {data.name!r} uses the {data.protocol!r} protocol; evaluate it with "
+                         "esnet.metrics.evaluate_vehicleid (this evaluates the standard query/gallery protocol)")
+    n_items = len(data.query) + len(data.gallery)
+    if rerank and n_items > RERANK_MAX_ITEMS:
+        raise ValueError(f"re-ranking is limited to {RERANK_MAX_ITEMS} query + gallery images "
+                         f"(it holds the gallery x gallery distances); {data.name!r} has {n_items}")
+    embs = {}
+    for split in ("query", "gallery"):
+        report = None if progress is None else (lambda done, total, s=split: progress(s, done, total))
+        embs[split] = embed_split(inf, data, split, batch_size=batch_size, flip=flip, cache_dir=cache_dir,
+                                  progress=report)
+    q, g = embs["query"], embs["gallery"]
+    dist = pairwise_distance(np.asarray(q.features), np.asarray(g.features))  # (Q, G)
+    reranked = None
+    if rerank:
+        qq = pairwise_distance(np.asarray(q.features), np.asarray(q.features))  # (Q, Q)
+        gg = pairwise_distance(np.asarray(g.features), np.asarray(g.features))  # (G, G)
+        reranked = re_ranking(dist, qq, gg).astype(np.float32)  # (Q, G)
+        del qq, gg
+    scored = dist if reranked is None else reranked
+    result = evaluate(scored, q.pids, g.pids, q.camids, g.camids, max_rank=MAX_RANK)
+    roc = verification_roc(dist, q.pids, g.pids, q.camids, g.camids)
+    return EvalReport(dataset=data.name, root=data.root, checkpoint=inf.checkpoint, checkpoint_sha=inf.checkpoint_sha,
+                      rerank=rerank, flip=flip, summary=result.summary(), cmc=result.cmc, result=result,
+                      per_query=_per_query(result, q), query=q, gallery=g, verification=roc,
+                      reranked_distmat=reranked)
+
+
+def evaluate_dataset(inf: Inference, dataset: str, root: str, **kwargs) -> EvalReport:
+    """``load_dataset(dataset, root)`` then :func:`evaluate_inference` with the same keyword arguments."""
+    return evaluate_inference(inf, load_dataset(dataset, str(root)), **kwargs)
+
+
+def query_ranking(report: EvalReport, query_row: int, topk: int = 10) -> pd.DataFrame:
+    """One query's ranked gallery, as scored (re-ranked distances when the report is).
+
+    Gallery items of the query's identity and camera, and junk (pid -1), are listed with
+    ``ignored=True`` (the standard protocol does not score them) and do not count in ``rank``.
+
+    Args:
+        report: from :func:`evaluate_inference`.
+        query_row: row of ``report.per_query`` (0-based).
+        topk: scored items to return (ignored ones in between are returned too).
+    Returns:
+        DataFrame with columns rank (1-based among scored items; 0 for ignored), index
+        (gallery row), path, pid, camid, distance, correct, ignored.
+    """
+    nq = report.num_query
+    if isinstance(query_row, bool) or not isinstance(query_row, (int, np.integer)) or not 0 <= query_row < nq:
+        raise ValueError(f"query_row must be an integer in [0, {nq}), got {query_row!r}")
+    if isinstance(topk, bool) or not isinstance(topk, (int, np.integer)) or topk < 1:
+        raise ValueError(f"topk must be an integer >= 1, got {topk!r}")
+    g = report.gallery
+    if report.reranked_distmat is not None:
+        d = np.asarray(report.reranked_distmat[query_row], dtype=np.float32)  # (G,)
+    else:
+        d = pairwise_distance(np.asarray(report.query.features[query_row:query_row + 1]),
+                              np.asarray(g.features))[0]  # (G,)
+    order = np.argsort(d, kind="stable")
+    qpid, qcam = int(report.query.pids[query_row]), int(report.query.camids[query_row])
+    ignored = (g.pids == -1) | ((g.pids == qpid) & (g.camids == qcam))  # (G,)
+    rows, scored = [], 0
+    for j in order:
+        if scored >= topk:
+            break
+        ign = bool(ignored[j])
+        scored += 0 if ign else 1
+        rows.append({"rank": 0 if ign else scored, "index": int(j), "path": g.paths[j], "pid": int(g.pids[j]),
+                     "camid": int(g.camids[j]), "distance": float(d[j]),
+                     "correct": bool(g.pids[j] == qpid and qpid >= 0), "ignored": ign})
+    return pd.DataFrame(rows, columns=["rank", "index", "path", "pid", "camid", "distance", "correct", "ignored"])
