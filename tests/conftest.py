@@ -20,3 +20,38 @@ torch.set_num_threads(1)
 def market(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny Market-1501 layout (8 train ids x 4 images, 4 test ids) of 32x16 JPEGs."""
     return make_market(tmp_path_factory.mktemp("market"))
+
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_CHECKPOINT = REPO / "assets" / "demo_runs" / "esnet-p" / "checkpoints" / "best.pt"
+"""The committed demo checkpoint (MobileNetV2 128x64 trained on the demo data); tests that
+need a trained model use it and fail, not skip, when it is missing."""
+
+
+@pytest.fixture(scope="session")
+def demo_data() -> Path:
+    """The full demo dataset, generated once into .cache/test-demo-data and shared by the
+    pytest-xdist workers (a file lock serialises the first generation)."""
+    import fcntl
+
+    from esnet.api import ensure_demo_data
+
+    cache = REPO / ".cache"
+    cache.mkdir(exist_ok=True)
+    with open(cache / ".test-demo-data.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return ensure_demo_data(cache / "test-demo-data")
+
+
+@pytest.fixture(scope="session")
+def embedding_cache() -> Path:
+    """Embedding cache shared by tests (entries are keyed by checkpoint sha + file stats, written atomically)."""
+    out = REPO / ".cache" / "test-embeddings"
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def demo_checkpoint() -> Path:
+    assert DEMO_CHECKPOINT.is_file(), f"the demo checkpoint {DEMO_CHECKPOINT} is missing: run 'make demo-assets'"
+    return DEMO_CHECKPOINT

@@ -12,24 +12,20 @@ from esnet import api
 from esnet.metrics import evaluate, pairwise_distance
 from esnet.search import build_index, search
 
-ROOT = Path(__file__).resolve().parents[1]
-CHECKPOINT = ROOT / "assets" / "demo_runs" / "esnet-p" / "checkpoints" / "best.pt"
+
+@pytest.fixture(scope="module")
+def demo_root(demo_data) -> Path:
+    return demo_data
 
 
 @pytest.fixture(scope="module")
-def demo_root(tmp_path_factory) -> Path:
-    return api.ensure_demo_data(tmp_path_factory.mktemp("demo") / "demo_data")
+def inf(demo_checkpoint):
+    return api.load_inference(demo_checkpoint, device="cpu")
 
 
 @pytest.fixture(scope="module")
-def inf():
-    assert CHECKPOINT.is_file(), f"the demo checkpoint {CHECKPOINT} is missing: run 'make demo-assets'"
-    return api.load_inference(CHECKPOINT, device="cpu")
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("cache")
+def cache(embedding_cache) -> Path:
+    return embedding_cache
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +112,8 @@ def test_pair_saliency_is_symmetric_in_its_similarity(inf, report) -> None:
     np.testing.assert_allclose(qa.heat, ra.heat, atol=1e-5)
 
 
-def test_projection_is_cached_and_neighbours_are_nearest(report, cache) -> None:
+def test_projection_is_cached_and_neighbours_are_nearest(report, tmp_path) -> None:
+    cache = tmp_path
     first = api.embedding_projection(report, method="pca", cache_dir=cache)
     again = api.embedding_projection(report, method="pca", cache_dir=cache)
     assert len(first) == 180 + 840 and list(first.columns) == ["x", "y", "pid", "camid", "split", "path"]

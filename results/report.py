@@ -1,0 +1,186 @@
+"""Collect finished Market-1501 runs into results/ and render the README's Results section.
+
+    python results/report.py collect runs/market/a_baseline --eval eval.json   # copy one run (no images)
+    python results/report.py render                                            # table + plots + README
+
+``collect`` copies what a reader needs to check a number and what the dashboard needs to show
+the run (config.json, meta.json, status.json, metrics.jsonl, probes/probes.json and the
+per-epoch probe CAMs/blocks) — never images or checkpoints: Market-1501 must not be
+redistributed. Absolute paths in meta.json and probes.json are replaced by ``$MARKET`` /
+``$WEIGHTS`` so the commands read the same on any machine; the dashboard resolves probe
+images from the dataset root the user gives it (``relpath``).
+
+``render`` writes results/market1501/RESULTS.md, two PNGs (mAP over epochs, CMC) and the
+block between ``<!-- results:start -->`` and ``<!-- results:end -->`` in README.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+RESULTS = HERE / "market1501"
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+ROWS = {  # run directory name -> what the row tests
+    "a_baseline": "(a) baseline: no erasing, avg pooling (BoT-style)",
+    "b_esnet_p": "(b) ES-Net, P-pooling",
+    "c_esnet_avg": "(c) ES-Net, avg pooling",
+    "d_esnet_max": "(d) ES-Net, max pooling",
+    "e_random_p": "(e) random-block erasing, P-pooling",
+    "f_esnet_p_seed1": "(f) ES-Net, P-pooling, seed 1",
+}
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def _anonymise(text: str, root: str, weights: str | None) -> str:
+    text = text.replace(root.rstrip("/"), "$MARKET")
+    if weights:
+        text = text.replace(weights, "$WEIGHTS")
+    return text
+
+
+def collect(run_dir: Path, eval_json: Path | None, out_root: Path = RESULTS) -> Path:
+    """Copy one finished run into ``out_root/<run name>`` (atomically: built beside, then renamed)."""
+    meta = json.loads((run_dir / "meta.json").read_text())
+    status = json.loads((run_dir / "status.json").read_text())
+    if status.get("state") != "finished":
+        raise SystemExit(f"{run_dir} is not finished (state {status.get('state')!r}); collect finished runs only")
+    config = json.loads((run_dir / "config.json").read_text())
+    weights = config.get("model", {}).get("weights") or None
+    root = meta["root"]
+    out = out_root / run_dir.name
+    tmp = out_root / f".{run_dir.name}.collecting"
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "probes").mkdir(parents=True)
+    for name in ("config.json", "meta.json", "status.json", "metrics.jsonl", "probes/probes.json"):
+        text = (run_dir / name).read_text()
+        (tmp / name).write_text(_anonymise(text, root, weights))
+    for npz in sorted((run_dir / "probes").glob("epoch_*.npz")):
+        shutil.copy2(npz, tmp / "probes" / npz.name)
+    if eval_json is not None:
+        (tmp / "eval.json").write_text(_anonymise(eval_json.read_text(), root, weights))
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    return out
+
+
+def _records(run: Path) -> list[dict]:
+    rows = []
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a half-written last line
+    return rows
+
+
+def _row(run: Path) -> dict:
+    records = _records(run)
+    evals = [r for r in records if "eval" in r]
+    final = json.loads((run / "eval.json").read_text()) if (run / "eval.json").exists() else evals[-1]["eval"]
+    meta = json.loads((run / "meta.json").read_text())
+    last = records[-1]
+    p = last.get("p") or {}
+    return {
+        "name": run.name, "what": ROWS.get(run.name, run.name), "epochs": last["epoch"],
+        "R1": final["R1"], "R5": final["R5"], "mAP": final["mAP"], "mINP": final["mINP"],
+        "p": ", ".join(f"{k} {v:.2f}" for k, v in sorted(p.items())) if p else "–",
+        "hours": sum(r.get("time_s", 0.0) for r in records) / 3600.0,
+        "command": meta["command"],
+        "map_curve": [(r["epoch"], r["eval"]["mAP"]) for r in evals],
+        "cmc": final.get("cmc", evals[-1]["eval"].get("cmc", []))[:20],
+        "num_query": final.get("num_query"), "num_gallery": final.get("num_gallery"),
+    }
+
+
+def _plots(rows: list[dict], out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = []
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
+    for r in rows:
+        xs, ys = zip(*r["map_curve"]) if r["map_curve"] else ((), ())
+        ax.plot(xs, [100 * y for y in ys], marker="o", label=r["name"])
+    ax.set(xlabel="epoch", ylabel="mAP (%)", title="Market-1501 mAP during training")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buf = out / "map_over_epochs.png"
+    fig.savefig(buf)
+    names.append(buf.name)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
+    for r in rows:
+        ax.plot(range(1, len(r["cmc"]) + 1), [100 * v for v in r["cmc"]], marker=".", label=r["name"])
+    ax.set(xlabel="rank", ylabel="matching rate (%)", title="Market-1501 CMC (final epoch)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buf = out / "cmc.png"
+    fig.savefig(buf)
+    names.append(buf.name)
+    plt.close(fig)
+    return names
+
+
+def render(results: Path = RESULTS, readme: Path = REPO / "README.md") -> str:
+    """Write RESULTS.md + plots and refresh README's results block; returns the table markdown."""
+    runs = [results / name for name in ROWS if (results / name / "metrics.jsonl").exists()]
+    runs += sorted(p for p in results.iterdir() if p.is_dir() and not p.name.startswith(".")
+                   and p.name not in ROWS and (p / "metrics.jsonl").exists())
+    rows = [_row(r) for r in runs]
+    lines = ["| run | epochs | R1 | R5 | mAP | mINP | learned p | train time (h, CPU) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['what']} | {r['epochs']} | {100 * r['R1']:.1f} | {100 * r['R5']:.1f} | "
+                     f"{100 * r['mAP']:.1f} | {100 * r['mINP']:.1f} | {r['p']} | {r['hours']:.2f} |")
+    table = "\n".join(lines)
+    commands = "\n".join(f"# {r['name']}\n{r['command']}" for r in rows)
+    plots = _plots(rows, results) if rows else []
+    body = (f"{table}\n\nCommands (`$MARKET` = the unpacked Market-1501 with one augmented training copy, "
+            f"`$WEIGHTS` = `esnet weights fetch mobilenet_v2`):\n\n```bash\n{commands}\n```\n\n"
+            + "".join(f"![{p}](results/market1501/{p})\n" for p in plots))
+    _atomic_write(results / "RESULTS.md", ("# Market-1501 results\n\n" + body.replace("results/market1501/", ""))
+                  .encode())
+    text = readme.read_text()
+    if START in text and END in text:
+        head, rest = text.split(START, 1)
+        _, tail = rest.split(END, 1)
+        _atomic_write(readme, (head + START + "\n" + body + END + tail).encode())
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("collect", help="copy a finished run into results/market1501/")
+    c.add_argument("run_dir", type=Path)
+    c.add_argument("--eval", type=Path, help="output of 'esnet eval --json' for the run's final checkpoint")
+    sub.add_parser("render", help="table, plots and the README block from results/market1501/")
+    args = parser.parse_args(argv)
+    if args.cmd == "collect":
+        print(collect(args.run_dir, args.eval))
+    else:
+        print(render())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
