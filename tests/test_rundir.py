@@ -201,6 +201,7 @@ def test_list_runs_with_a_finished_and_a_broken_run(tmp_path: Path) -> None:
     (broken / rundir.METRICS_FILE).write_text('{"epoch": 1, "lo')
     (tmp_path / "not_a_run").mkdir()
     (tmp_path / "file.txt").write_text("x")
+    _finished_run(tmp_path / ".c_building", [_record(1, 0.30)])  # hidden: being built elsewhere
 
     runs = rundir.list_runs(tmp_path)
     assert [r.id for r in runs] == ["a_broken", "b_good"]

@@ -61,7 +61,8 @@ status says ``running`` while its pid is no longer alive on this host is reporte
 ``failed`` with error ``"process ended unexpectedly (pid N is not running)"`` (it can
 be continued with ``--resume``). A run directory without status.json reads as
 ``unknown``. ``list_runs`` adds ``broken`` for a directory whose config.json is
-missing or invalid.
+missing or invalid, except that a directory without config.json whose ``.lock`` is
+held by a live process is a trainer still starting up (loading its dataset): ``running``.
 
 Readers are pure (they write nothing) and do not raise on partial or malformed files;
 a missing run directory raises :class:`RunDirError`.
@@ -568,6 +569,15 @@ def best_eval(records: list[dict[str, Any]]) -> dict[str, Any] | None:
     return best
 
 
+def _held_by_live_process(lock: Path) -> bool:
+    """Whether ``lock`` names the pid of a process alive on this host (False if unreadable)."""
+    try:
+        owner = _lock_owner(lock)
+    except (OSError, UnicodeDecodeError):
+        return False
+    return owner is not None and owner > 0 and pid_alive(owner)
+
+
 def summarize_run(run_dir: str | Path) -> RunSummary:
     """A :class:`RunSummary` of one run directory (never raises on its files)."""
     d = _require_dir(run_dir)
@@ -582,7 +592,10 @@ def summarize_run(run_dir: str | Path) -> RunSummary:
     try:
         cfg = read_config(d)
     except RunDirError as e:
-        state, error = "broken", str(e)
+        if not (d / CONFIG_FILE).exists() and _held_by_live_process(d / LOCK_FILE):
+            state, error = "running", None  # the trainer is starting: config.json comes after the dataset
+        else:
+            state, error = "broken", str(e)
     else:
         backbone, pool, erasing, dataset = cfg.model.backbone, cfg.model.pool, cfg.model.erasing, cfg.data.dataset
         total = total or cfg.optim.epochs
@@ -610,11 +623,13 @@ def list_runs(runs_dir: str | Path) -> list[RunSummary]:
     """Summaries of the run directories directly inside ``runs_dir``, sorted by id.
 
     A subdirectory counts as a run when it holds any of config.json, meta.json,
-    status.json, metrics.jsonl or .lock; other subdirectories are ignored.
+    status.json, metrics.jsonl or .lock; other subdirectories are ignored, and so are
+    hidden ones (``.name``: runs being built or collected elsewhere, e.g. by ``esnet demo build``).
 
     Raises:
         RunDirError: ``runs_dir`` does not exist or is not a directory.
     """
     root = _require_dir(runs_dir, "runs dir")
-    dirs = sorted((p for p in root.iterdir() if p.is_dir() and has_run_files(p)), key=lambda p: p.name)
+    dirs = sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and has_run_files(p)),
+                  key=lambda p: p.name)
     return [summarize_run(p) for p in dirs]
