@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -15,7 +16,7 @@ def _mtime(path: Path) -> float:
 
 
 @st.cache_data(show_spinner="Reading dataset ...")
-def _overview(name: str, root: str, _mtime_key: float) -> pd.DataFrame:
+def _overview(name: str, root: str, mtime_key: float) -> pd.DataFrame:
     return api.dataset_overview(name, root)
 
 
@@ -31,3 +32,151 @@ def _ensure_demo(root: str) -> Path:
 def demo_root() -> Path:
     """The demo dataset root (``$ESNET_DEMO_ROOT`` or assets/demo_data), generated once if missing."""
     return _ensure_demo(str(api.default_demo_root()))
+
+
+# --- run directories (keyed by path + the (mtime_ns, size) of the files read) -----------------
+def _stat_key(path: Path) -> tuple[int, int]:
+    """(mtime_ns, size) of a file or folder, (0, 0) when it is missing."""
+    try:
+        st_ = path.stat()
+    except FileNotFoundError:
+        return (0, 0)
+    return (st_.st_mtime_ns, st_.st_size)
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _metrics(run_dir: str, stat_key: tuple[int, int]) -> pd.DataFrame:
+    return api.metrics_frame(run_dir)
+
+
+def metrics_frame(run_dir: Path) -> pd.DataFrame:
+    """``api.metrics_frame``, re-read whenever metrics.jsonl changes (the live monitor polls this)."""
+    return _metrics(str(run_dir), _stat_key(Path(run_dir) / "metrics.jsonl"))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _cmc(runs: tuple[tuple[str, str], ...], stat_keys: tuple[tuple[int, int], ...]) -> pd.DataFrame:
+    return api.cmc_frame(dict(runs))
+
+
+def cmc_frame(run_dirs: dict[str, Path]) -> pd.DataFrame:
+    """``api.cmc_frame`` of several runs (name -> run dir)."""
+    runs = tuple((name, str(d)) for name, d in run_dirs.items())
+    return _cmc(runs, tuple(_stat_key(Path(d) / "metrics.jsonl") for _, d in runs))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _block_positions(run_dir: str, stat_key: tuple[int, int]) -> pd.DataFrame:
+    return api.block_positions(run_dir)
+
+
+def block_positions(run_dir: Path) -> pd.DataFrame:
+    """``api.block_positions``, re-read when a probe record is added (the probes folder changes)."""
+    return _block_positions(str(run_dir), _stat_key(Path(run_dir) / "probes"))
+
+
+@st.cache_data(show_spinner=False, max_entries=128)
+def _erasing_frames(run_dir: str, epoch: int, dataset_root: str | None,
+                    stat_key: tuple[int, int]) -> list[api.ErasingFrame]:
+    return api.erasing_frames(run_dir, epoch, dataset_root=dataset_root)
+
+
+def erasing_frames(run_dir: Path, epoch: int, dataset_root: Path | None) -> list[api.ErasingFrame]:
+    """``api.erasing_frames`` of one epoch (raises ``api.RunDirError`` like it)."""
+    record = Path(run_dir) / "probes" / f"epoch_{epoch:04d}.npz"
+    return _erasing_frames(str(run_dir), epoch, None if dataset_root is None else str(dataset_root),
+                           _stat_key(record))
+
+
+@st.cache_data(show_spinner=False, max_entries=128)
+def pooling_demo(p: float) -> api.PoolingDemo:
+    """``api.pooling_demo(p)`` (raises ValueError for p < 1)."""
+    return api.pooling_demo(p)
+
+
+# --- model pages (rank browser, embeddings, search, evaluate) --------------------------------
+# Keys: the checkpoint path as given (run directory or file) + the mtimes of the checkpoint
+# files it may resolve to, so a re-trained best.pt invalidates everything computed from it.
+def checkpoint_key(path: str | Path) -> tuple[str, tuple[float, ...]]:
+    """(path, mtimes) identifying a checkpoint file or a run directory's checkpoints/*.pt."""
+    p = Path(path)
+    files = [p] if p.is_file() else sorted((p / "checkpoints").glob("*.pt"))
+    return str(p), tuple(f.stat().st_mtime for f in files if f.is_file())
+
+
+@st.cache_resource(show_spinner="Loading the checkpoint ...", max_entries=4)
+def _inference(path: str, mtimes: tuple[float, ...]) -> api.Inference:
+    return api.load_inference(path)
+
+
+def inference(path: str | Path) -> api.Inference:
+    """The checkpoint (file, or run directory: best.pt then last.pt) loaded once, eval mode, shared read-only."""
+    return _inference(*checkpoint_key(path))
+
+
+@st.cache_resource(show_spinner="Evaluating the checkpoint (embeds query + gallery once; cached on disk) ...",
+                   max_entries=8)
+def _evaluation(path: str, mtimes: tuple[float, ...], dataset: str, root: str, root_mtime: float,
+                rerank: bool, flip: bool) -> api.EvalReport:
+    return api.evaluate_checkpoint(_inference(path, mtimes), dataset, root, rerank=rerank, flip=flip,
+                                   cache_dir=api.default_cache_dir())
+
+
+def evaluation(path: str | Path, dataset: str, root: Path, *, rerank: bool = False,
+               flip: bool = False) -> api.EvalReport:
+    """``api.evaluate_checkpoint`` once per checkpoint / dataset / options; the report is shared: never mutate it."""
+    return _evaluation(*checkpoint_key(path), dataset, str(root), _mtime(Path(root)), rerank, flip)
+
+
+@st.cache_resource(show_spinner="Embedding and indexing the gallery (cached on disk) ...", max_entries=4)
+def _gallery(path: str, mtimes: tuple[float, ...], dataset: str, root: str, root_mtime: float) -> api.Gallery:
+    return api.load_gallery(_inference(path, mtimes), dataset=dataset, root=root, split="gallery",
+                            cache_dir=api.default_cache_dir())
+
+
+def gallery(path: str | Path, dataset: str, root: Path) -> api.Gallery:
+    """The dataset's gallery split embedded by the checkpoint and indexed for search."""
+    return _gallery(*checkpoint_key(path), dataset, str(root), _mtime(Path(root)))
+
+
+@st.cache_resource(show_spinner="Compiling UMAP's numba kernels (first UMAP in this server process, ~20-40 s) ...")
+def umap_warm_up() -> float:
+    """Pay UMAP's one-off JIT compile once per process, behind a visible spinner; returns the seconds it took."""
+    return api.warm_up_projection()
+
+
+@st.cache_data(show_spinner="Projecting the embeddings ...", max_entries=16)
+def _projection(path: str, mtimes: tuple[float, ...], dataset: str, root: str, root_mtime: float,
+                method: str, seed: int) -> pd.DataFrame:
+    report = _evaluation(path, mtimes, dataset, root, root_mtime, False, False)
+    return api.embedding_projection(report, method=method, seed=seed, cache_dir=api.default_cache_dir())
+
+
+def projection(path: str | Path, dataset: str, root: Path, *, method: str, seed: int = 0) -> pd.DataFrame:
+    """2-D projection (x, y, pid, camid, split, path) of the evaluation's query + gallery features."""
+    return _projection(*checkpoint_key(path), dataset, str(root), _mtime(Path(root)), method, seed)
+
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def _image_heat(path: str, mtimes: tuple[float, ...], kind: str, image_key: str, _image) -> np.ndarray:
+    return api.image_saliency(_inference(path, mtimes), _image, kind=kind).heat
+
+
+def image_heat(path: str | Path, kind: str, image_key: str, image) -> np.ndarray:
+    """(H, W) float32 saliency in [0, 1] of one image (``kind`` as ``api.image_saliency``).
+
+    ``image_key`` identifies the PIL ``image`` (a file path, or the sha256 of an upload's bytes).
+    """
+    return _image_heat(*checkpoint_key(path), kind, image_key, image)
+
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def _pair_heat(path: str, mtimes: tuple[float, ...], query_key: str, match_key: str, _query,
+               _match) -> tuple[np.ndarray, np.ndarray]:
+    q, m = api.pair_saliency(_inference(path, mtimes), _query, _match)
+    return q.heat, m.heat
+
+
+def pair_heat(path: str | Path, query_key: str, query, match_key: str, match) -> tuple[np.ndarray, np.ndarray]:
+    """Similarity saliency (query heat, match heat), each (H, W) float32 in [0, 1], of one pair."""
+    return _pair_heat(*checkpoint_key(path), query_key, match_key, query, match)

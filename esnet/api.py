@@ -1,4 +1,4 @@
-"""The façade the dashboard (app/, pages/) imports: plain functions returning data.
+"""The façade the dashboard (app/, views/) imports: plain functions returning data.
 
 Pages never import torch or esnet internals; they call these.
 """
@@ -474,7 +474,8 @@ def confine_path(path: str | Path, allowed_roots: list[str | Path] | None = None
     elif _inside(lexical, roots):
         rule = "a symlink inside the allowed roots may not lead out of them"
     else:
-        rule = f"it is outside the allowed roots; add a root to ${ALLOWED_ROOTS_ENV} ({os.pathsep}-separated) to allow it"
+        rule = (f"it is outside the allowed roots; add a root to ${ALLOWED_ROOTS_ENV} "
+                f"({os.pathsep}-separated) to allow it")
     raise ValueError(f"path {raw!r} resolves to {str(resolved)!r}: {rule} (allowed: {shown})")
 
 

@@ -1,0 +1,272 @@
+"""Widgets, helpers and renderers of the model-centred pages: rank browser, embeddings, search, evaluate.
+
+Pages stay thin: they pick options with widgets and call these, which call ``esnet.api``
+(through ``app.cache``) and draw with ``app.viz_model``.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+from PIL import Image
+
+from app import cache, state, viz_model
+from esnet import api
+
+EXPECTED_ERRORS = (api.CheckpointError, api.DatasetError, api.RunDirError, api.ImageError, ValueError, OSError)
+"""What a bad checkpoint, dataset, path or image raises through the façade: shown on the page, never a traceback."""
+
+SALIENCY_CHOICES = {"similarity": "similarity", "own CAM": "cam", "Grad-CAM": "gradcam"}
+"""Search page radio label -> saliency kind (``similarity`` = ``api.pair_saliency``, else ``api.image_saliency``)."""
+
+ORDERS = ("worst first (AP)", "by query id")
+
+
+@contextmanager
+def shown_errors(what: str) -> Iterator[None]:
+    """Turn an expected failure inside the block into ``st.error("<what>: <reason>")`` and stop the page."""
+    try:
+        yield
+    except EXPECTED_ERRORS as e:
+        st.error(f"{what}: {e}")
+        st.stop()
+
+
+@dataclass(frozen=True)
+class Target:
+    """The checkpoint and the dataset a model page works on.
+
+    Attributes:
+        run: run name (sidebar).
+        path: the run directory (``api.load_inference`` resolves best.pt, then last.pt).
+        dataset: dataset name (the run's config; ``demo`` when it names none).
+        root: dataset root (sidebar).
+    """
+
+    run: str
+    path: Path
+    dataset: str
+    root: Path
+
+
+def target() -> Target:
+    """The sidebar's run and dataset root; stops the page with a message when either is unusable."""
+    sel = state.current()
+    path = state.require_run(sel)
+    if sel.dataset_root is None:
+        st.warning(sel.dataset_problem)
+        st.stop()
+    row = sel.runs.loc[sel.runs["run"] == sel.run]
+    dataset = str(row["dataset"].iloc[0]) if "dataset" in row and row["dataset"].iloc[0] else "demo"
+    st.caption(f"Run **{sel.run}** · dataset **{dataset}** at `{sel.dataset_root}` (change both in the sidebar)")
+    return Target(run=sel.run, path=path, dataset=dataset, root=sel.dataset_root)
+
+
+def report(t: Target, *, rerank: bool = False, flip: bool = False) -> api.EvalReport:
+    """The cached evaluation of ``t``, or an on-page error naming what is wrong."""
+    with shown_errors(f"Cannot evaluate run {t.run!r} on {t.dataset!r} at {t.root}"):
+        return cache.evaluation(t.path, t.dataset, t.root, rerank=rerank, flip=flip)
+
+
+def inference(t: Target) -> api.Inference:
+    """The run's cached model, or an on-page error."""
+    with shown_errors(f"Cannot load the checkpoint of run {t.run!r}"):
+        return cache.inference(t.path)
+
+
+def _image(path: str) -> Image.Image | None:
+    try:
+        return api.read_image(path)
+    except api.ImageError:
+        return None
+
+
+# --- rank browser ------------------------------------------------------------------------------
+def ordered_queries(per_query: pd.DataFrame, order: str) -> pd.DataFrame:
+    """``per_query`` (query, path, pid, camid, ap, first_hit, ...) in display order.
+
+    ``worst first (AP)``: scored queries by AP ascending (ties: later first hit first), then the
+    queries without a valid match. ``by query id``: by identity, then camera, then row.
+    """
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
+    if order == ORDERS[0]:
+        keyed = per_query.assign(_invalid=~per_query["valid"].astype(bool))
+        out = keyed.sort_values(["_invalid", "ap", "first_hit", "query"], ascending=[True, True, False, True],
+                                kind="stable").drop(columns="_invalid")
+    else:
+        out = per_query.sort_values(["pid", "camid", "query"], kind="stable")
+    return out.reset_index(drop=True)
+
+
+def query_label(row: pd.Series) -> str:
+    """``#12 · id 34 · cam 2 · AP 0.41 · first hit 3`` for the query picker."""
+    if not bool(row["valid"]):
+        return f"#{row['query']} · id {row['pid']} · cam {row['camid'] + 1} · no valid match"
+    return (f"#{row['query']} · id {row['pid']} · cam {row['camid'] + 1} · AP {row['ap']:.2f}"
+            f" · first hit {int(row['first_hit']) + 1}")
+
+
+def _hit_caption(hit: pd.Series) -> str:
+    mark = "ignored" if hit["ignored"] else ("✓" if hit["correct"] else "✗")
+    rank = "–" if hit["ignored"] else f"#{hit['rank']}"
+    return f"{rank} {mark}  \nd={hit['distance']:.3f} · id {hit['pid']} · cam {hit['camid'] + 1}"
+
+
+def ranking_strip(query_path: str, query_caption: str, ranking: pd.DataFrame, *, per_row: int = 11) -> None:
+    """The query (blue frame) then its ranked gallery: green = same id, red = another, grey = ignored."""
+    tiles = [(query_path, viz_model.QUERY, query_caption)]
+    tiles += [(h["path"], viz_model.hit_colour(h["correct"], h["ignored"]), _hit_caption(h))
+              for _, h in ranking.iterrows()]
+    for start in range(0, len(tiles), per_row):
+        cols = st.columns(per_row)
+        for col, (path, colour, caption) in zip(cols, tiles[start:start + per_row]):
+            im = _image(path)
+            if im is None:
+                col.warning(f"unreadable: {Path(path).name}")
+            else:
+                col.image(viz_model.bordered(im, colour), caption=caption, width="stretch")
+
+
+def pair_view(t: Target, query_path: str, match_path: str, *, query_caption: str, match_caption: str) -> None:
+    """Query and match side by side with their similarity saliency overlays."""
+    q_im, m_im = _image(query_path), _image(match_path)
+    if q_im is None or m_im is None:
+        st.error(f"Cannot read {query_path if q_im is None else match_path}")
+        return
+    with shown_errors("Cannot compute the similarity saliency"):
+        q_heat, m_heat = cache.pair_heat(t.path, query_path, q_im, match_path, m_im)
+    cols = st.columns(4)
+    for col, im, caption in zip(cols, (q_im, viz_model.overlay(q_im, q_heat), m_im, viz_model.overlay(m_im, m_heat)),
+                                (query_caption, "query: what drives the similarity", match_caption,
+                                 "match: what drives the similarity")):
+        col.image(viz_model.bordered(im, viz_model.NEUTRAL, height=256, width=2), caption=caption, width=132)
+
+
+# --- embedding explorer --------------------------------------------------------------------------
+def picked_row(event: object) -> int | None:
+    """The frame row of the first point in a plotly selection event (``customdata[0]``), or None."""
+    try:
+        points = event["selection"]["points"]  # type: ignore[index]
+    except (KeyError, TypeError):
+        return None
+    for p in points:
+        data = p.get("customdata") if isinstance(p, dict) else None
+        if data:
+            return int(data[0])
+    return None
+
+
+def neighbours_strip(frame: pd.DataFrame, row: int, neighbours: pd.DataFrame) -> None:
+    """The picked image (blue) and its nearest neighbours, green when they share its identity."""
+    me = frame.iloc[row]
+    tiles = [(me["path"], viz_model.QUERY, f"picked · id {me['pid']} · cam {me['camid'] + 1} · {me['split']}")]
+    tiles += [(n["path"], viz_model.hit_colour(n["pid"] == me["pid"]),
+               f"d={n['distance']:.3f} · id {n['pid']} · cam {n['camid'] + 1} · {n['split']}")
+              for _, n in neighbours.iterrows()]
+    cols = st.columns(len(tiles))
+    for col, (path, colour, caption) in zip(cols, tiles):
+        im = _image(path)
+        if im is not None:
+            col.image(viz_model.bordered(im, colour), caption=caption, width="stretch")
+
+
+# --- search ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Upload:
+    """One decoded query upload: its name, sha256 of the bytes (cache key) and RGB image."""
+
+    name: str
+    digest: str
+    image: Image.Image
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    """What a search of uploaded files produced.
+
+    Attributes:
+        queries: the uploads that decoded, in upload order.
+        errors: one message per upload that could not be read (file name + reason).
+        result: ``api.SearchResult`` over ``queries`` (row i = queries[i]); None when none decoded.
+    """
+
+    queries: tuple[Upload, ...]
+    errors: tuple[str, ...] = ()
+    result: api.SearchResult | None = field(default=None)
+
+
+def search_uploads(inf: api.Inference, gallery: api.Gallery, files: Sequence[tuple[str, bytes]], *,
+                   topk: int = 10) -> SearchOutcome:
+    """Decode uploaded files and rank the gallery for each one that is a readable image.
+
+    Args:
+        inf: the model (``app.cache.inference``).
+        gallery: the indexed gallery (``app.cache.gallery``), embedded by ``inf``.
+        files: (file name, file bytes) per upload.
+        topk: hits per query (capped at the gallery size).
+    Returns:
+        ``SearchOutcome``; unreadable files are reported in ``errors``, never raised.
+    """
+    queries, errors = [], []
+    for name, data in files:
+        try:
+            queries.append(Upload(name, hashlib.sha256(data).hexdigest(), api.read_image(data, name=name)))
+        except api.ImageError as e:
+            errors.append(str(e))
+    if not queries:
+        return SearchOutcome((), tuple(errors))
+    result = api.search_images(inf, gallery, [q.image for q in queries], topk=min(topk, len(gallery)))
+    return SearchOutcome(tuple(queries), tuple(errors), result)
+
+
+def search_hits(t: Target, upload: Upload, hits: pd.DataFrame, *, saliency: str, threshold: float,
+                per_row: int = 8) -> None:
+    """One uploaded query and its ranked hits, each with the chosen saliency overlay.
+
+    Frames: green = distance <= ``threshold`` ("same person"), red = above it.
+    """
+    kind = SALIENCY_CHOICES[saliency]
+    tiles = []
+    q_heat_cam = None if kind == "similarity" else cache.image_heat(t.path, kind, upload.digest, upload.image)
+    for _, h in hits.iterrows():
+        im = _image(h["path"])
+        if im is None:
+            continue
+        if kind == "similarity":
+            q_heat, heat = cache.pair_heat(t.path, upload.digest, upload.image, h["path"], im)
+        else:
+            q_heat, heat = q_heat_cam, cache.image_heat(t.path, kind, h["path"], im)
+        same = h["distance"] <= threshold
+        colour = viz_model.RIGHT if same else viz_model.WRONG
+        caption = (f"#{h['rank']} d={h['distance']:.3f} · {'same person' if same else 'different'}  \n"
+                   f"id {h['pid']} · cam {h['camid'] + 1}")
+        tiles.append((viz_model.bordered(viz_model.overlay(im, heat), colour), caption, q_heat))
+    head = st.columns([1, 1, 8])
+    head[0].image(viz_model.bordered(upload.image, viz_model.QUERY), caption=upload.name, width="stretch")
+    if tiles:
+        head[1].image(viz_model.bordered(viz_model.overlay(upload.image, tiles[0][2]), viz_model.QUERY),
+                      caption=f"query {saliency}" + (" vs #1" if kind == "similarity" else ""), width="stretch")
+    with head[2]:
+        for start in range(0, len(tiles), per_row):
+            cols = st.columns(per_row)
+            for col, (im, caption, _) in zip(cols, tiles[start:start + per_row]):
+                col.image(im, caption=caption, width="stretch")
+
+
+# --- evaluate ------------------------------------------------------------------------------------
+def metrics_table(summary: dict[str, float], label: str) -> pd.DataFrame:
+    """One row: setting, R1, R5, R10, mAP, mINP in percent."""
+    return pd.DataFrame([{"setting": label, **{k: 100.0 * float(summary[k]) for k in ("R1", "R5", "R10", "mAP",
+                                                                                         "mINP")}}])
+
+
+def per_query_csv(rep: api.EvalReport) -> bytes:
+    """The report's per-query results as CSV bytes (one row per query)."""
+    return rep.per_query.to_csv(index=False).encode("utf-8")
+

@@ -1,0 +1,139 @@
+"""The sidebar every page shares: runs directory, focused run, dataset root.
+
+The router (streamlit_app.py) calls :func:`sidebar` before running the page, so its widgets
+belong to the entry point and keep their values across page switches; pages read the result
+with :func:`current`. Typed paths are confined by ``api.confine_path`` to the repository,
+``$HOME``, ``$ESNET_ALLOWED_ROOTS`` and the two configured defaults (``$ESNET_RUNS_DIR``,
+``$ESNET_DEMO_ROOT``); a bad path is reported on the page, never raised.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from esnet import api
+
+KEY_RUNS_DIR = "esnet.runs_dir"
+KEY_RUN = "esnet.run"
+KEY_DATASET_ROOT = "esnet.dataset_root"
+_KEY_SELECTION = "esnet._selection"
+_KEY_FOCUS = "esnet._focus"
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What the sidebar currently points at.
+
+    Attributes:
+        runs_dir: the confined, existing runs directory, or None (see ``problem``).
+        runs: ``api.runs_frame(runs_dir)``; empty when ``runs_dir`` is None.
+        run: the focused run's name (a value of ``runs["run"]``), or None when there are no runs.
+        dataset_root: the confined dataset root (may not exist), or None when the typed path is refused.
+        problem: why ``runs_dir`` is None or empty, as a sentence for the page.
+        dataset_problem: why ``dataset_root`` is None.
+    """
+
+    runs_dir: Path | None
+    runs: pd.DataFrame
+    run: str | None
+    dataset_root: Path | None
+    problem: str | None = None
+    dataset_problem: str | None = None
+
+    def run_path(self, name: str | None = None) -> Path:
+        """The directory of run ``name`` (default: the focused run).
+
+        Raises:
+            KeyError: no such run in ``runs``.
+        """
+        name = self.run if name is None else name
+        rows = self.runs.loc[self.runs["run"] == name, "path"]
+        if rows.empty:
+            raise KeyError(f"no run {name!r} in {self.runs_dir}; runs: {list(self.runs['run'])}")
+        return Path(rows.iloc[0])
+
+
+def _roots() -> list[Path]:
+    return api.default_allowed_roots() + [api.default_runs_dir(), api.default_demo_root()]
+
+
+def _runs(runs_dir_text: str) -> tuple[Path | None, pd.DataFrame, str | None]:
+    empty = pd.DataFrame(columns=["run", "state", "path"])
+    try:
+        runs_dir = api.confine_path(runs_dir_text, _roots())
+    except ValueError as e:
+        return None, empty, f"The runs directory is refused: {e}"
+    try:
+        frame = api.runs_frame(runs_dir)
+    except api.RunDirError as e:
+        return None, empty, f"The runs directory cannot be read: {e}"
+    if frame.empty:
+        return runs_dir, frame, f"No runs in `{runs_dir}` yet: start one on the Runs page or choose another directory."
+    return runs_dir, frame, None
+
+
+def sidebar() -> Selection:
+    """Draw the shared sidebar and hand its :class:`Selection` to the page's :func:`current`."""
+    st.session_state.setdefault(KEY_RUNS_DIR, str(api.default_runs_dir()))
+    st.session_state.setdefault(KEY_DATASET_ROOT, str(api.default_demo_root()))
+    with st.sidebar:
+        st.text_input("Runs directory", key=KEY_RUNS_DIR, help="A folder of run directories (esnet train --out).")
+        runs_dir, runs, problem = _runs(st.session_state[KEY_RUNS_DIR])
+        names = list(runs["run"])
+        run = None
+        if names:
+            wanted = st.session_state.pop(_KEY_FOCUS, None)
+            if wanted in names:
+                st.session_state[KEY_RUN] = wanted
+            if st.session_state.get(KEY_RUN) not in names:
+                st.session_state[KEY_RUN] = names[0]
+            run = st.selectbox("Run", names, key=KEY_RUN,
+                               format_func=lambda n: f"{n} ({runs.loc[runs['run'] == n, 'state'].iloc[0]})")
+        elif problem:
+            st.caption(problem)
+        st.text_input("Dataset root", key=KEY_DATASET_ROOT,
+                      help="Where probe and gallery images are read from when a run ships without them.")
+        dataset_root, dataset_problem = None, None
+        try:
+            dataset_root = api.confine_path(st.session_state[KEY_DATASET_ROOT], _roots())
+        except ValueError as e:
+            dataset_problem = f"The dataset root is refused: {e}"
+            st.caption(dataset_problem)
+    sel = Selection(runs_dir=runs_dir, runs=runs, run=run, dataset_root=dataset_root, problem=problem,
+                    dataset_problem=dataset_problem)
+    st.session_state[_KEY_SELECTION] = sel
+    return sel
+
+
+def focus(run: str) -> None:
+    """Select ``run`` in the sidebar on the next script run (call before ``st.rerun()``)."""
+    st.session_state[_KEY_FOCUS] = run
+
+
+def current() -> Selection:
+    """The :class:`Selection` the router's sidebar drew in this script run (call once per page).
+
+    When a page file runs without the router (e.g. ``streamlit run views/x.py``), the sidebar
+    is drawn here instead.
+    """
+    sel = st.session_state.pop(_KEY_SELECTION, None)
+    return sidebar() if sel is None else sel
+
+
+def require_runs(sel: Selection) -> None:
+    """Show why there are no runs (warning for a bad directory, info for an empty one) and stop the page."""
+    if sel.runs_dir is None:
+        st.warning(sel.problem)
+        st.stop()
+    if sel.runs.empty:
+        st.info(sel.problem)
+        st.stop()
+
+
+def require_run(sel: Selection) -> Path:
+    """The focused run's directory; stops the page with a message when there is none."""
+    require_runs(sel)
+    return sel.run_path()

@@ -1,0 +1,66 @@
+"""AppTest of the Evaluate page on the demo checkpoint and demo data."""
+import io
+
+import pandas as pd
+import pytest
+
+from esnet import api
+from tests.test_app.model_pages import broken_run, demo_env, errors, mismatched_checkpoint, open_page, select_run
+
+__all__ = ["demo_env"]  # the fixture, used by name
+
+METRICS = ["R1", "R5", "R10", "mAP", "mINP"]
+
+
+def _table(at) -> pd.DataFrame:
+    return at.dataframe[0].value
+
+
+def test_metrics_table_matches_the_api(demo_env) -> None:
+    at = open_page("evaluate")
+    assert not at.exception, at.exception
+    assert not errors(at)
+    table = _table(at)
+    assert list(table.columns) == ["setting"] + METRICS
+    expected = api.evaluate_checkpoint(demo_env.run_dir, "demo", demo_env.data_root, cache_dir=demo_env.cache_dir)
+    for k in METRICS:
+        assert table[k].item() == pytest.approx(100 * expected.summary[k])
+    assert 0 < table["R1"].item() <= 100
+    assert len(at.get("plotly_chart")) == 2  # CMC + ROC
+    assert any("Operating point" in c.value for c in at.caption)
+
+
+def test_rerank_checkbox_changes_the_metrics(demo_env) -> None:
+    at = open_page("evaluate")
+    plain = _table(at)
+    at.checkbox(key="eval_rerank").check().run()
+    assert not at.exception, at.exception
+    reranked = _table(at)
+    assert reranked["setting"].item() == "re-ranked"
+    assert not reranked[METRICS].equals(plain[METRICS])
+    expected = api.evaluate_checkpoint(demo_env.run_dir, "demo", demo_env.data_root, rerank=True,
+                                       cache_dir=demo_env.cache_dir)
+    assert reranked["mAP"].item() == pytest.approx(100 * expected.summary["mAP"])
+
+
+def test_per_query_csv_download(demo_env) -> None:
+    at = open_page("evaluate")
+    button = at.get("download_button")[0]
+    assert "Download per-query results" in button.proto.label
+    from app import model_views
+
+    rep = api.evaluate_checkpoint(demo_env.run_dir, "demo", demo_env.data_root, cache_dir=demo_env.cache_dir)
+    frame = pd.read_csv(io.BytesIO(model_views.per_query_csv(rep)))
+    assert len(frame) == rep.num_query == 180
+    assert {"query", "path", "pid", "camid", "ap", "first_hit"} <= set(frame.columns)
+
+
+@pytest.mark.parametrize("kind", ["corrupt", "mismatched"])
+def test_a_bad_checkpoint_is_an_error_on_the_page(demo_env, kind) -> None:
+    runs = demo_env.runs_dir.parent / f"broken_{kind}"
+    data = b"\x00garbage, not a torch file" if kind == "corrupt" else mismatched_checkpoint(demo_env.run_dir)
+    broken_run(runs, "bad", data)
+    at = open_page("evaluate", state=select_run(runs, "bad"))
+    assert not at.exception, at.exception
+    assert errors(at) and "bad" in errors(at)[0]
+    assert not at.dataframe

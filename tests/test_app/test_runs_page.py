@@ -1,0 +1,151 @@
+"""AppTests of the Runs page (the landing page): runs table, start/stop, sidebar paths, demo dataset."""
+from pathlib import Path
+
+import pytest
+
+from app import state
+from esnet import api
+from esnet.data.demo import DEMO_VERSION
+from tests.synthetic import make_run
+from tests.test_app.runpages import frame_with, open_app
+
+
+@pytest.fixture(scope="module")
+def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.test_app.runpages import tiny_demo
+
+    return tiny_demo(tmp_path_factory)
+
+
+@pytest.fixture
+def runs(tmp_path: Path) -> Path:
+    d = tmp_path / "runs"
+    make_run(d / "esnet-p")
+    make_run(d / "esnet-avg", pool="avg")
+    make_run(d / "live", state="running")  # status pid = this test process: alive, so "running"
+    make_run(d / "crashed", state="failed")
+    return d
+
+
+def test_home_content_and_demo_dataset_counts(runs, demo_root, monkeypatch) -> None:
+    at = open_app(monkeypatch, runs, demo_root)
+    assert "Erasing Salient Parts" in at.title[0].value
+    df = frame_with(at, "split")
+    assert list(df["split"]) == ["train", "query", "gallery"]
+    # 12 ids: half train, half test (query/gallery share ids; the gallery may add distractor pid 0).
+    assert df.loc[df["split"] == "train", "ids"].item() == 6
+    assert df.loc[df["split"] == "query", "ids"].item() == 6
+    assert df["cameras"].min() >= 4
+
+
+def test_broken_demo_dataset_is_reported(runs, tmp_path, monkeypatch) -> None:
+    broken = tmp_path / "demo_data"
+    (broken / "query").mkdir(parents=True)
+    (broken / "query" / "not_a_market_name.jpg").write_bytes(b"x")
+    (broken / ".complete").write_text(f'{{"version": {DEMO_VERSION}}}')  # current marker: read, not regenerated
+    at = open_app(monkeypatch, runs, broken)
+    assert "could not be read" in at.error[0].value
+    assert "not_a_market_name.jpg" in at.error[0].value
+
+
+def test_table_lists_every_run_with_state_best_metrics_and_p(runs, demo_root, monkeypatch) -> None:
+    at = open_app(monkeypatch, runs, demo_root)
+    df = frame_with(at, "best_mAP").set_index("run")
+    assert sorted(df.index) == ["crashed", "esnet-avg", "esnet-p", "live"]
+    assert df.loc["esnet-p", "state"] == "finished"
+    assert df.loc["live", "state"] == "running"
+    assert df.loc["crashed", "state"] == "failed" and "boom" in df.loc["crashed", "error"]
+    # make_run: mAP 0.3 at epoch 2, 0.4 at epoch 4; R1 = mAP + 0.2; p.global = 3 + 0.1 * epoch.
+    assert df.loc["esnet-p", "best_mAP"] == pytest.approx(40.0)
+    assert df.loc["esnet-p", "best_R1"] == pytest.approx(60.0)
+    assert df.loc["esnet-p", "p_global"] == pytest.approx(3.4)
+    assert df.loc["esnet-p", "p_erase"] == pytest.approx(3.8)
+    assert df.loc["esnet-avg", "pool"] == "avg"
+    assert "path" not in df.columns
+
+
+@pytest.mark.parametrize("typed, message", [
+    ("{tmp}/nowhere", "does not exist"),
+    ("/etc", "outside the allowed roots"),
+    ("{runs}/../../../..", "'..' may not climb out"),
+    ("{tmp}/escape", "symlink"),
+    ("", "path is empty"),
+])
+def test_bad_runs_dir_gives_a_warning_not_a_traceback(typed, message, runs, demo_root, tmp_path, monkeypatch) -> None:
+    (tmp_path / "escape").symlink_to("/etc")
+    at = open_app(monkeypatch, runs, demo_root, allowed=[tmp_path])
+    at.sidebar.text_input(key=state.KEY_RUNS_DIR).set_value(typed.format(tmp=tmp_path, runs=runs)).run()
+    assert not at.exception, at.exception
+    assert any(message in w.value for w in at.warning), [w.value for w in at.warning]
+    assert len(at.dataframe) == 1  # only the demo overview; no runs table, no start form
+    assert not at.get("expander")
+
+
+def test_empty_runs_dir_gives_info_and_an_open_start_form(tmp_path, demo_root, monkeypatch) -> None:
+    empty = tmp_path / "runs"
+    empty.mkdir()
+    at = open_app(monkeypatch, empty, demo_root)
+    assert any("No runs in" in i.value for i in at.info)
+    assert at.text_input(key="runs.name") is not None
+
+
+def test_start_form_starts_training_with_the_chosen_settings(runs, demo_root, monkeypatch) -> None:
+    calls = []
+
+    def fake_start(runs_dir, name, **kwargs):
+        calls.append((Path(runs_dir), name, kwargs))
+        make_run(Path(runs_dir) / name, state="running")
+        return api.TrainingJob(pid=4242, run_dir=str(Path(runs_dir) / name), log="train.log", command=("esnet",))
+
+    monkeypatch.setattr(api, "start_training", fake_start)
+    at = open_app(monkeypatch, runs, demo_root)
+    at.text_input(key="runs.name").set_value("fresh")
+    at.selectbox(key="runs.pool").set_value("max")
+    at.number_input(key="runs.epochs").set_value(3)
+    at.form_submit_button[0].click().run()
+    assert not at.exception, at.exception
+    (runs_dir, name, kwargs), = calls
+    assert runs_dir == runs.resolve() and name == "fresh"
+    assert kwargs["pool"] == "max" and kwargs["epochs"] == 3 and kwargs["dataset"] == "demo"
+    assert kwargs["root"] == demo_root.resolve()
+    assert "Started `fresh` (pid 4242)" in at.success[0].value
+    assert at.sidebar.selectbox(key=state.KEY_RUN).value == "fresh"  # the new run is focused
+    assert "fresh" in list(frame_with(at, "best_mAP")["run"])
+
+
+@pytest.mark.parametrize("name, message", [("esnet-p", "already holds a run"), ("../up", "run name must use")])
+def test_start_form_reports_a_taken_or_bad_name(name, message, runs, demo_root, monkeypatch) -> None:
+    at = open_app(monkeypatch, runs, demo_root)
+    at.text_input(key="runs.name").set_value(name)
+    at.form_submit_button[0].click().run()  # the real api.start_training: it refuses before spawning
+    assert not at.exception, at.exception
+    assert message in at.error[0].value and "Cannot start the run" in at.error[0].value
+
+
+def test_start_form_refuses_a_missing_dataset_root(runs, demo_root, tmp_path, monkeypatch) -> None:
+    at = open_app(monkeypatch, runs, demo_root, allowed=[tmp_path])
+    at.sidebar.text_input(key=state.KEY_DATASET_ROOT).set_value(str(tmp_path / "no-data")).run()
+    at.text_input(key="runs.name").set_value("fresh")
+    at.form_submit_button[0].click().run()
+    assert not at.exception, at.exception
+    assert "does not exist" in at.error[0].value and "no-data" in at.error[0].value
+    assert not (runs / "fresh").exists()
+
+
+def test_stop_button_stops_the_chosen_running_run(runs, demo_root, monkeypatch) -> None:
+    stopped = []
+    monkeypatch.setattr(api, "stop_training", lambda d, timeout_s: stopped.append(Path(d).name) or "stopped")
+    at = open_app(monkeypatch, runs, demo_root)
+    assert at.selectbox(key="runs.stop_run").options == ["live"]
+    at.button(key="runs.stop").click().run()
+    assert stopped == ["live"]
+    assert "live: stopped" in at.info[0].value
+
+
+def test_sidebar_choices_survive_a_page_switch(runs, demo_root, monkeypatch) -> None:
+    at = open_app(monkeypatch, runs, demo_root)
+    at.sidebar.selectbox(key=state.KEY_RUN).set_value("esnet-avg").run()
+    at.switch_page("views/monitor.py").run()
+    assert at.title[0].value.endswith("esnet-avg")
+    at.switch_page("views/runs.py").run()
+    assert at.sidebar.selectbox(key=state.KEY_RUN).value == "esnet-avg"

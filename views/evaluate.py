@@ -1,0 +1,42 @@
+"""Evaluate: R1/R5/R10/mAP/mINP, CMC and verification ROC of the run on the dataset; per-query CSV."""
+import streamlit as st
+
+from app import viz_model
+from app import model_views as mv
+
+st.title("Evaluate")
+t = mv.target()
+
+c1, c2 = st.columns(2)
+rerank = c1.checkbox("k-reciprocal re-ranking", key="eval_rerank", help="k1=20, k2=6, λ=0.3 (Zhong et al. 2017)")
+flip = c2.checkbox("Flip test (average with the mirror image)", key="eval_flip")
+rep = mv.report(t, rerank=rerank, flip=flip)
+label = "re-ranked" if rerank else "cosine"
+st.dataframe(mv.metrics_table(rep.summary, label), hide_index=True, width="stretch",
+             column_config={k: st.column_config.NumberColumn(f"{k} (%)", format="%.2f")
+                            for k in ("R1", "R5", "R10", "mAP", "mINP")})
+st.caption(f"{rep.result.num_valid_queries} of {rep.num_query} queries scored against {rep.num_gallery} gallery "
+           f"images · checkpoint `{rep.checkpoint}`")
+for path, reason in rep.skipped:
+    st.warning(f"Skipped unreadable image {path}: {reason}")
+
+curves = {label: rep.cmc}
+if rerank:
+    curves = {"cosine": mv.report(t, flip=flip).cmc, **curves}
+left, right = st.columns(2)
+with left:
+    st.subheader("CMC")
+    st.plotly_chart(viz_model.cmc_figure(curves), width="stretch")
+with right:
+    v = rep.verification
+    st.subheader("Verification ROC")
+    st.plotly_chart(viz_model.roc_figure(v.fpr, v.tpr, auc=v.auc, best_fpr=v.best_fpr, best_tpr=v.best_tpr),
+                    width="stretch")
+    st.caption(f"Operating point (max TPR − FPR): distance ≤ {v.best_threshold:.3f} · TPR {v.best_tpr:.1%} · "
+               f"FPR {v.best_fpr:.1%}")
+
+st.subheader("Per-query results")
+st.dataframe(rep.per_query, hide_index=True, width="stretch", height=260)
+st.download_button("Download per-query results (CSV)", mv.per_query_csv(rep), key="eval_csv",
+                   file_name=f"{t.run}_{t.dataset}{'_rerank' if rerank else ''}{'_flip' if flip else ''}_per_query.csv",
+                   mime="text/csv")

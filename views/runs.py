@@ -1,0 +1,66 @@
+"""Runs (the landing page): every run in the runs directory, start or stop training, the demo dataset."""
+import streamlit as st
+
+from app import cache, panels, state
+from esnet import api
+
+st.title("esnet: Erasing Salient Parts to Learn More")
+st.markdown(
+    "ES-Net trains a **global branch** whose class activation map marks the most salient "
+    "region of each person, and an **erasing branch** that must identify them with that "
+    "region dropped. **P-pooling** (generalized mean with a trainable exponent *p*) sits "
+    "between average (*p* = 1) and max pooling."
+)
+sel = state.current()
+demo_root = cache.demo_root()  # generated on first start, before a run can be started on it
+if (flash := st.session_state.pop("runs.flash", None)) is not None:
+    st.success(flash)
+
+st.subheader("Runs")
+if sel.runs_dir is None:
+    st.warning(sel.problem)
+elif sel.runs.empty:
+    st.info(sel.problem)
+else:
+    st.caption(f"`{sel.runs_dir}` · pick a run in the sidebar to inspect it on the other pages.")
+    panels.runs_table(sel.runs)
+    running = sel.runs.loc[sel.runs["state"] == "running", "run"].tolist()
+    if running:
+        c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
+        victim = c1.selectbox("Running run", running, key="runs.stop_run")
+        if c2.button("Stop training", key="runs.stop", icon=":material/stop_circle:"):
+            try:
+                outcome = api.stop_training(sel.run_path(victim), timeout_s=5.0)
+            except api.RunDirError as e:
+                st.warning(f"{victim} cannot be stopped: {e}")
+            else:
+                st.info(f"{victim}: {outcome} (a stopped run can be continued with `esnet train --resume`).")
+
+if sel.runs_dir is not None:
+    with st.expander("Start a training run", expanded=sel.runs.empty, icon=":material/play_arrow:"):
+        if sel.dataset_problem:
+            st.warning(sel.dataset_problem)
+        args = panels.training_form(sel.dataset_root)
+        if args is not None:
+            if not args["root"].is_dir():
+                st.error(f"The dataset root `{args['root']}` does not exist; set it in the sidebar.")
+            else:
+                try:
+                    job = api.start_training(sel.runs_dir, **args)
+                except ValueError as e:  # a bad or taken name, bad epochs, a vanished runs dir
+                    st.error(f"Cannot start the run: {e}")
+                else:
+                    st.session_state["runs.flash"] = (
+                        f"Started `{args['name']}` (pid {job.pid}); follow it on the Training monitor. "
+                        f"Log: `{job.log}`")
+                    state.focus(args["name"])
+                    st.rerun()
+
+st.subheader("Demo dataset")
+st.caption(f"Synthetic persons in Market-1501 layout at `{demo_root}`")
+try:
+    overview = cache.dataset_overview("demo", demo_root)
+except api.DatasetError as e:
+    st.error(f"The demo dataset could not be read: {e}")
+else:
+    st.dataframe(overview, hide_index=True, key="runs.demo_overview")
