@@ -128,7 +128,7 @@ def ranking_strip(query_path: str, query_caption: str, ranking: pd.DataFrame, *,
         for col, (path, colour, caption) in zip(cols, tiles[start:start + per_row]):
             im = _image(path)
             if im is None:
-                col.warning(f"unreadable: {Path(path).name}")
+                col.warning(f"unreadable: {api.printable(Path(path).name)}")
             else:
                 col.image(viz_model.bordered(im, colour), caption=caption, width="stretch")
 
@@ -137,7 +137,7 @@ def pair_view(t: Target, query_path: str, match_path: str, *, query_caption: str
     """Query and match side by side with their similarity saliency overlays."""
     q_im, m_im = _image(query_path), _image(match_path)
     if q_im is None or m_im is None:
-        st.error(f"Cannot read {query_path if q_im is None else match_path}")
+        st.error(f"Cannot read {api.printable(query_path if q_im is None else match_path)}")
         return
     with shown_errors("Cannot compute the similarity saliency"):
         q_heat, m_heat = cache.pair_heat(t.path, query_path, q_im, match_path, m_im)
@@ -266,7 +266,12 @@ def metrics_table(summary: dict[str, float], label: str) -> pd.DataFrame:
                                                                                          "mINP")}}])
 
 
+def printable_paths(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``frame`` whose ``path`` column is safe to display (see ``api.printable``)."""
+    return frame.assign(path=frame["path"].map(lambda p: api.printable(str(p)))) if "path" in frame else frame
+
+
 def per_query_csv(rep: api.EvalReport) -> bytes:
     """The report's per-query results as CSV bytes (one row per query)."""
-    return rep.per_query.to_csv(index=False).encode("utf-8")
+    return printable_paths(rep.per_query).to_csv(index=False).encode("utf-8")
 

@@ -11,6 +11,8 @@ import plotly.graph_objects as go
 from matplotlib import colormaps
 from PIL import Image, ImageOps
 
+from esnet import api
+
 RIGHT = (22, 163, 74)  # green: same identity / accepted
 WRONG = (220, 38, 38)  # red: another identity
 NEUTRAL = (148, 163, 184)  # grey: ignored by the protocol / unknown
@@ -95,7 +97,7 @@ def embedding_figure(frame: pd.DataFrame, colour_by: str, *, selected: int | Non
     if colour_by not in COLOUR_BY:
         raise ValueError(f"colour_by must be one of {sorted(COLOUR_BY)}, got {colour_by!r}")
     col = COLOUR_BY[colour_by]
-    df = frame.assign(row=np.arange(len(frame)), name=frame["path"].map(lambda p: str(p).rsplit("/", 1)[-1]),
+    df = frame.assign(row=np.arange(len(frame)), name=frame["path"].map(lambda p: api.printable(str(p).rsplit("/", 1)[-1])),
                       group=frame[col].astype(str))
     order = sorted(df["group"].unique(), key=lambda s: (len(s), s))
     fig = px.scatter(df, x="x", y="y", color="group", symbol="split", category_orders={"group": order},

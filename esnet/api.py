@@ -50,7 +50,7 @@ __all__ = [
     "TrainingJob", "block_positions", "cmc_frame", "dataset_overview", "default_cache_dir", "default_demo_root",
     "default_runs_dir", "embed", "embedding_projection", "ensure_demo_data", "erasing_frames", "erasing_replay",
     "evaluate_checkpoint", "image_saliency", "load_gallery", "load_inference", "metrics_frame", "nearest_neighbours",
-    "pair_saliency", "pooling_demo", "query_ranking", "read_image", "read_run_config", "run_status", "runs_frame",
+    "pair_saliency", "pooling_demo", "printable", "query_ranking", "read_image", "read_run_config", "run_status", "runs_frame",
     "search_images", "start_training", "stop_training", "warm_up_projection",
 ]
 
@@ -116,6 +116,12 @@ def run_status(run_dir: str | Path) -> rundir.RunStatus:
 def default_cache_dir() -> Path:
     """Where embeddings and projections are cached (``$ESNET_CACHE_DIR`` or ``.cache/esnet``)."""
     return Path(os.environ.get("ESNET_CACHE_DIR", REPO_ROOT / ".cache" / "esnet"))
+
+
+def printable(text: str) -> str:
+    """``text`` safe to display: a file name that is not valid UTF-8 reaches Python with lone
+    surrogates (``\\udcff``), which a browser cannot be sent; they become ``\\xff`` escapes."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def load_inference(path: str | Path, device: str = "auto") -> Inference:
@@ -290,7 +296,7 @@ def embedding_projection(report: EvalReport, *, method: str = "umap", seed: int 
         xy = np.load(cached, allow_pickle=False)
         if xy.shape == (len(feats), 2):
             frame = pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "pid": meta["pids"], "camid": meta["camids"],
-                                  "split": meta["splits"], "path": meta["paths"]})
+                                  "split": meta["splits"], "path": pd.Series(meta["paths"], dtype=object)})
             frame.attrs.update(method=method, seed=seed, from_cache=True)
             return frame
     frame = projection.projection_frame(feats, method=method, seed=seed, **meta)
@@ -325,7 +331,7 @@ def nearest_neighbours(report: EvalReport, row: int, k: int = 8) -> pd.DataFrame
     paths = list(report.query.paths) + list(report.gallery.paths)
     pids = np.concatenate([report.query.pids, report.gallery.pids])
     camids = np.concatenate([report.query.camids, report.gallery.camids])
-    return pd.DataFrame({"row": order, "path": [paths[i] for i in order], "pid": pids[order],
+    return pd.DataFrame({"row": order, "path": pd.Series([paths[i] for i in order], dtype=object), "pid": pids[order],
                          "camid": camids[order], "split": ["query" if i < q else "gallery" for i in order],
                          "distance": d[order].astype(np.float32)})
 

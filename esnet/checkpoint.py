@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,9 +114,16 @@ def _safe_load(path: Path, map_location: Any, what: str) -> Any:
 
 
 def _unpickling_detail(e: pickle.UnpicklingError) -> str:
-    """The informative line of a weights_only refusal (``Unsupported global: ...``)."""
+    """The informative part of a weights_only refusal, e.g. ``Unsupported global: GLOBAL builtins.exec``.
+
+    torch's message goes on to suggest allowlisting the global (``add_safe_globals``) or
+    ``weights_only=False``; for a file from an unknown source that is the wrong advice, so
+    only the part naming what was refused is kept.
+    """
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    return next((ln for ln in lines if "unsupported" in ln.lower()), lines[0] if lines else "no detail")
+    line = next((ln for ln in lines if "unsupported" in ln.lower()), lines[0] if lines else "no detail")
+    line = line.split("WeightsUnpickler error:", 1)[-1].strip()
+    return re.split(r" was not an allowed global| Please use|\. Re-running", line, maxsplit=1)[0].strip() or "no detail"
 
 
 def _first_line(e: BaseException) -> str:
@@ -297,9 +305,15 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> tuple
         device: explicit device (``cpu``, ``cuda``, ``cuda:0`` ...).
     Returns:
         (model in eval mode on device, the checkpoint).
+    Raises:
+        CheckpointError: as for :func:`load_checkpoint`, a model config that cannot be
+            built (unknown backbone ...), or weights that do not fit it.
     """
     ckpt = load_checkpoint(path, map_location="cpu")
-    model = build_model(ckpt.config.model, ckpt.num_classes)
+    try:
+        model = build_model(ckpt.config.model, ckpt.num_classes)
+    except ValueError as e:  # e.g. a backbone name this version does not know
+        raise CheckpointError(f"checkpoint {str(path)!r} describes a model that cannot be built: {e}") from None
     restore_model(ckpt, model)
     return model.to(device).eval(), ckpt
 

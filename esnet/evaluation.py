@@ -103,7 +103,7 @@ class EvalReport:
 def _per_query(result: RankResult, query: Embeddings) -> pd.DataFrame:
     return pd.DataFrame({
         "query": np.arange(len(query.paths)),
-        "path": list(query.paths),
+        "path": pd.Series(query.paths, dtype=object),  # object: a non-UTF-8 name is not a valid arrow string
         "pid": query.pids,
         "camid": query.camids,
         "ap": result.ap,
@@ -203,4 +203,5 @@ def query_ranking(report: EvalReport, query_row: int, topk: int = 10) -> pd.Data
         rows.append({"rank": 0 if ign else scored, "index": int(j), "path": g.paths[j], "pid": int(g.pids[j]),
                      "camid": int(g.camids[j]), "distance": float(d[j]),
                      "correct": bool(g.pids[j] == qpid and qpid >= 0), "ignored": ign})
-    return pd.DataFrame(rows, columns=["rank", "index", "path", "pid", "camid", "distance", "correct", "ignored"])
+    frame = pd.DataFrame(rows, columns=["rank", "index", "path", "pid", "camid", "distance", "correct", "ignored"])
+    return frame.astype({"path": object})

@@ -40,19 +40,29 @@ METRICS = ("cosine", "euclidean")
 # --------------------------------------------------------------------------- inputs
 
 
-def _as_matrix(name: str, x: object) -> np.ndarray:
-    """A 2-D real array as float32/float64, C-contiguous (copies only when needed)."""
+def _as_matrix(name: str, x: object, *, convert: bool = True) -> np.ndarray:
+    """A 2-D real array as float32/float64, C-contiguous (copies only when needed).
+
+    With ``convert=False`` the array is only checked (float16, integer or non-contiguous
+    arrays come back as they are) so the caller can convert it a block of rows at a time
+    with :func:`_as_float_rows` instead of copying a whole Market-size matrix.
+    """
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
     a = np.asarray(x)
     if a.ndim != 2:
         raise ValueError(f"{name} must be a 2-D matrix, got shape {a.shape}")
+    if a.dtype != np.float16 and a.dtype.kind not in "iu" and a.dtype not in (np.float32, np.float64):
+        raise ValueError(f"{name} must hold float16/32/64 or integer values, got dtype {a.dtype}")
+    return _as_float_rows(a) if convert else a
+
+
+def _as_float_rows(a: np.ndarray) -> np.ndarray:
+    """float16 -> float32, integers -> float64, C-contiguous (copies only when needed)."""
     if a.dtype == np.float16:
         a = a.astype(np.float32)
     elif a.dtype.kind in "iu":
         a = a.astype(np.float64)
-    elif a.dtype not in (np.float32, np.float64):
-        raise ValueError(f"{name} must hold float16/32/64 or integer values, got dtype {a.dtype}")
     return np.ascontiguousarray(a)
 
 
@@ -164,7 +174,8 @@ def evaluate(
     index exactly in both cases. Memory: about 64 bytes per query x gallery element
     of a chunk at most (usually far less); the default ``chunk_size`` =
     CHUNK_BYTES // (64 * G) rows (212 for a 19,732-image gallery) keeps the working
-    set under ~256 MiB beyond the inputs.
+    set under ~256 MiB beyond the inputs. A float16, integer or non-C-contiguous
+    ``distmat`` is converted one chunk at a time, never copied whole.
 
     Args:
         distmat: (Q, G) float16/32/64 or integer distances, smaller = more similar. NaN
@@ -181,7 +192,7 @@ def evaluate(
     Raises:
         ValueError: bad shapes/dtypes, NaN in distmat, or no query with a valid match.
     """
-    dist = _as_matrix("distmat", distmat)
+    dist = _as_matrix("distmat", distmat, convert=False)  # converted per chunk: no whole-matrix copy
     num_q, num_g = dist.shape
     if num_q == 0 or num_g == 0:
         raise ValueError(f"distmat must have at least one query and one gallery item, got shape {dist.shape}")
@@ -201,9 +212,11 @@ def evaluate(
     num_pos = np.zeros(num_q, dtype=np.int64)
     for start in range(0, num_q, chunk_size):
         stop = min(start + chunk_size, num_q)
+        rows = _as_float_rows(dist[start:stop])  # (c, G) float32/float64, C-contiguous
         ranks, npos = _positive_ranks(
-            dist[start:stop], qp[start:stop], qc[start:stop], gallery, same_camera=same_camera, row_offset=start
+            rows, qp[start:stop], qc[start:stop], gallery, same_camera=same_camera, row_offset=start
         )  # (c, K), (c,)
+        del rows
         num_pos[start:stop] = npos
         if ranks.shape[1] == 0:
             continue
@@ -400,7 +413,10 @@ def _wrong_ahead_dense(
     tied = (wrong < num_g) & (np.take(flat, base + wrong, mode="clip") == pdist)
     del vals, flat
     tied_idx = np.flatnonzero(tied)
-    step = max(1, CHUNK_BYTES // (4 * num_g))
+    # (T, G) temporaries per block: dist[r] (itemsize bytes per element) with a bool mask
+    # beside it, later three bool masks: at most itemsize + 1 bytes per element at once.
+    # Sized for itemsize + 4, so the block and the chunk's own rows stay within CHUNK_BYTES.
+    step = max(1, CHUNK_BYTES // ((dist.itemsize + 4) * num_g))
     cols = np.arange(num_g)
     for s in range(0, tied_idx.size, step):  # blocks of tied correct matches, not of queries
         t = tied_idx[s:s + step]
@@ -408,6 +424,7 @@ def _wrong_ahead_dense(
         same = (dist[r] == pdist[t, None]) & (cols[None, :] < pcol[t, None])  # (T, G)
         same &= ~gallery.junk[None, :] & (gallery.pids[None, :] != q_pids[r][:, None])
         wrong[t] += np.count_nonzero(same, axis=1)
+        del same  # before the next block allocates its own
     return wrong
 
 

@@ -241,7 +241,7 @@ class SearchResult:
         return pd.DataFrame({
             "rank": np.arange(1, k + 1),
             "index": self.indices[i],
-            "path": list(self.paths[i]) if self.paths is not None else [None] * k,
+            "path": pd.Series(self.paths[i] if self.paths is not None else [None] * k, dtype=object),
             "pid": self.pids[i],
             "camid": self.camids[i],
             "distance": self.distances[i],

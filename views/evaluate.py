@@ -36,7 +36,7 @@ with right:
                f"FPR {v.best_fpr:.1%}")
 
 st.subheader("Per-query results")
-st.dataframe(rep.per_query, hide_index=True, width="stretch", height=260)
+st.dataframe(mv.printable_paths(rep.per_query), hide_index=True, width="stretch", height=260)
 st.download_button("Download per-query results (CSV)", mv.per_query_csv(rep), key="eval_csv",
                    file_name=f"{t.run}_{t.dataset}{'_rerank' if rerank else ''}{'_flip' if flip else ''}_per_query.csv",
                    mime="text/csv")

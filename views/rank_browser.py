@@ -33,5 +33,5 @@ mv.pair_view(t, q["path"], hit["path"], query_caption=f"query · id {q['pid']}",
              match_caption=f"#{pick} · id {hit['pid']} · d={hit['distance']:.3f}")
 
 with st.expander(f"All queries, {order}"):
-    st.dataframe(queries, hide_index=True, width="stretch",
+    st.dataframe(mv.printable_paths(queries), hide_index=True, width="stretch",
                  column_config={"ap": st.column_config.NumberColumn("AP", format="%.3f")})

@@ -46,8 +46,10 @@ if sel.runs_dir is not None:
                 st.error(f"The dataset root `{args['root']}` does not exist; set it in the sidebar.")
             else:
                 try:
+                    if args["weights"]:  # typed paths stay inside the allowed roots
+                        args["weights"] = str(api.confine_path(args["weights"]))
                     job = api.start_training(sel.runs_dir, **args)
-                except ValueError as e:  # a bad or taken name, bad epochs, a vanished runs dir
+                except ValueError as e:  # a path outside the allowed roots, a bad or taken name, bad epochs
                     st.error(f"Cannot start the run: {e}")
                 else:
                     st.session_state["runs.flash"] = (

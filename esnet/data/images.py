@@ -3,7 +3,8 @@
 Training, evaluation, the CLI and dashboard uploads all call :func:`load_rgb` or
 :func:`load_rgb_bytes`, so every rule about what counts as a usable image lives here:
 
-* the file must exist, be a regular readable file and be non-empty;
+* the file must exist, be a regular readable file (not a FIFO, device or socket, which
+  could block or never end) of at most :data:`MAX_FILE_BYTES`, and be non-empty;
 * it must decode as one of :data:`FORMATS` and decode completely: a truncated or
   corrupt file is refused (PIL's global ``ImageFile.LOAD_TRUNCATED_IMAGES`` is never
   touched by this module);
@@ -21,10 +22,10 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import struct
 import warnings
 import zlib
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -32,6 +33,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 MAX_PIXELS = 40_000_000
 """Most pixels (width x height) an image may declare; larger ones are refused as
 decompression-bomb risks (40 MP is already far beyond any re-ID crop or phone photo)."""
+
+MAX_FILE_BYTES = 256 * 2**20
+"""Largest file (or upload) read, in bytes: 256 MiB holds even an uncompressed 16-bit RGBA
+TIFF of MAX_PIXELS; the bound keeps a huge or endless file from being read into memory."""
 
 MIN_SIDE = 2
 """Smallest allowed width and height in pixels."""
@@ -49,6 +54,12 @@ little signal instead of an extreme value."""
 
 # Exceptions PIL plugins raise on malformed data while parsing or decoding.
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, zlib.error)
+
+# File signatures of the FORMATS, to tell "not an image" from "an image with a broken header".
+_SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"),
+    (b"BM", "BMP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"P6", "PPM"), (b"P5", "PPM"),
+)
 
 _ALPHA_MODES = {"RGBA": "RGBA", "RGBa": "RGBA", "LA": "RGBA", "La": "RGBA", "PA": "RGBA"}
 _DIRECT_MODES = ("RGB", "L", "1", "CMYK", "YCbCr", "RGBX")
@@ -81,14 +92,16 @@ def load_rgb(path: str | os.PathLike[str] | bytes) -> Image.Image:
     Returns:
         A ``PIL.Image.Image`` of mode ``RGB`` whose pixels are already in memory.
     Raises:
-        ImageError: the file is missing, a directory, unreadable, empty, not an
+        ImageError: the file is missing, a directory or other non-regular file
+            (FIFO, device), unreadable, empty, larger than MAX_FILE_BYTES, not an
             image, truncated/corrupt, of an unsupported format or pixel mode, too
             large (> MAX_PIXELS), too small (< MIN_SIDE) or too elongated (> MAX_ASPECT:1).
     """
     name = os.fsdecode(path)
-    p = Path(name)
     try:
-        data = p.read_bytes()
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; the type is checked on the
+        # open descriptor (fstat), so the file cannot be swapped between check and read.
+        fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         raise ImageError(name, "file does not exist") from None
     except IsADirectoryError:
@@ -97,7 +110,33 @@ def load_rgb(path: str | os.PathLike[str] | bytes) -> Image.Image:
         raise ImageError(name, "permission denied (the file is not readable)") from None
     except OSError as e:
         raise ImageError(name, f"cannot read file: {e.strerror or e}") from None
-    return _decode(data, name)
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise ImageError(name, "is a directory, not an image file")
+        if not stat.S_ISREG(st.st_mode):
+            raise ImageError(name, f"is not a regular file ({_file_kind(st.st_mode)}); only image files are read")
+        if st.st_size > MAX_FILE_BYTES:
+            raise ImageError(name, f"file is {st.st_size} bytes; at most {MAX_FILE_BYTES} bytes are read")
+        chunks, size = [], 0
+        while chunk := os.read(fd, min(1 << 20, MAX_FILE_BYTES + 1 - size)):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > MAX_FILE_BYTES:
+                break
+    except OSError as e:
+        raise ImageError(name, f"cannot read file: {e.strerror or e}") from None
+    finally:
+        os.close(fd)
+    return _decode(b"".join(chunks), name)
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISFIFO, "a FIFO / named pipe"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return f"file type {stat.S_IFMT(mode):#o}"
 
 
 def load_rgb_bytes(data: bytes, name: str) -> Image.Image:
@@ -119,12 +158,26 @@ def load_rgb_bytes(data: bytes, name: str) -> Image.Image:
 def _decode(data: bytes, name: str) -> Image.Image:
     if len(data) == 0:
         raise ImageError(name, "file is empty (0 bytes)")
+    if len(data) > MAX_FILE_BYTES:
+        raise ImageError(name, f"file is more than {MAX_FILE_BYTES} bytes, the most that is read")
     with warnings.catch_warnings():
         # Only turns PIL's bomb warning into an exception; other warnings are untouched.
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             im = Image.open(io.BytesIO(data))
         except UnidentifiedImageError:
+            if data[4:8] == b"ftyp":  # ISO-BMFF: HEIC/HEIF (phone photos), AVIF, or a video
+                brand = data[8:12].decode("ascii", "replace")
+                raise ImageError(
+                    name, f"unsupported format: an ISO-BMFF file of brand {brand!r} (HEIC/HEIF, AVIF or video); "
+                    f"convert it to JPEG or PNG; supported formats are {list(FORMATS)}"
+                ) from None
+            fmt = next((f for sig, f in _SIGNATURES if data.startswith(sig)), None)
+            if fmt is not None:
+                raise ImageError(
+                    name, f"corrupt or truncated {fmt} header: the file starts like a {fmt} image "
+                    f"but its header cannot be parsed ({len(data)} bytes)"
+                ) from None
             raise ImageError(
                 name, f"not an image: no known image format starts with bytes {data[:8]!r}"
             ) from None

@@ -122,6 +122,16 @@ def test_start_form_reports_a_taken_or_bad_name(name, message, runs, demo_root, 
     assert message in at.error[0].value and "Cannot start the run" in at.error[0].value
 
 
+def test_start_form_refuses_weights_outside_the_allowed_roots(runs, demo_root, monkeypatch) -> None:
+    monkeypatch.setattr(api, "start_training", lambda *a, **k: pytest.fail("must not start"))
+    at = open_app(monkeypatch, runs, demo_root)
+    at.text_input(key="runs.name").set_value("fresh")
+    at.text_input(key="runs.weights").set_value("/etc/passwd")
+    at.form_submit_button[0].click().run()
+    assert not at.exception, at.exception
+    assert "Cannot start the run" in at.error[0].value and "/etc/passwd" in at.error[0].value
+
+
 def test_start_form_refuses_a_missing_dataset_root(runs, demo_root, tmp_path, monkeypatch) -> None:
     at = open_app(monkeypatch, runs, demo_root, allowed=[tmp_path])
     at.sidebar.text_input(key=state.KEY_DATASET_ROOT).set_value(str(tmp_path / "no-data")).run()
