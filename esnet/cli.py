@@ -1,4 +1,4 @@
-"""Command line: ``esnet data check|demo``, ``esnet train``, ``esnet weights fetch``, ``esnet demo build``.
+"""Command line: ``esnet data check|demo``, ``train``, ``weights fetch``, ``demo build``, ``export|eval|embed|search``.
 
 The only place that seeds global RNGs and turns library errors into exit codes.
 Each ``_cmd_*`` returns the process exit code.
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 
@@ -130,6 +130,266 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     build.set_defaults(func=_cmd_demo_build)
 
 
+# --- inference: export | eval | embed | search --------------------------------------------
+# Exit codes: 0 ok; 2 bad input (missing/unreadable checkpoint, dataset, image, argument); 1 anything
+# else (an ONNX export or parity failure, a write error). Tables go to stdout, problems to stderr;
+# with --json stdout holds exactly one JSON object.
+def _err(msg: str) -> None:
+    print(f"error: {msg}", file=sys.stderr)
+
+
+def _guarded(run: Callable[[], int]) -> int:
+    """Call ``run()`` -> exit code, turning the expected errors into a message and 2 (input) or 1 (other)."""
+    try:
+        return run()
+    except (ValueError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as e:
+        _err(str(e))  # CheckpointError, DatasetError, ImageError are ValueErrors
+        return 2
+    except (OSError, RuntimeError) as e:
+        _err(f"{type(e).__name__}: {e}")
+        return 1
+
+
+def _emit_json(obj: dict) -> None:
+    import json
+
+    print(json.dumps(obj, allow_nan=False))
+
+
+def _progress(label: str):
+    """``report(done, total, stage=label)`` printing a stderr progress line when stderr is a terminal, else None."""
+    if not sys.stderr.isatty():
+        return None
+
+    def report(done: int, total: int, stage: str = label) -> None:
+        print(f"\r{stage}: {done}/{total}", end="\n" if done >= total else "", file=sys.stderr, flush=True)
+
+    return report
+
+
+def _atomic_write(path: str | Path, write: Callable) -> Path:
+    """``write(binary file)`` into a temporary file next to ``path``, then rename it over ``path``."""
+    import os
+    import tempfile
+
+    dest = Path(path)
+    if dest.is_dir():
+        raise ValueError(f"output {str(dest)!r} is a directory; give a file path")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, dest)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return dest
+
+
+def _not_a_dir(flag: str, path: str | None) -> bool:
+    """True (after an error message) when an output path given with ``flag`` is an existing directory."""
+    if path and Path(path).is_dir():
+        _err(f"{flag} {path} is a directory; give a file path")
+        return True
+    return False
+
+
+def _skipped_lines(skipped: Sequence[tuple[str, str]]) -> None:
+    for path, reason in skipped:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from esnet.export import ExportError, ParityError, export_checkpoint
+
+    def run() -> int:
+        try:
+            report = export_checkpoint(args.checkpoint, args.onnx, tolerance=args.tolerance, opset=args.opset)
+        except ParityError as e:
+            if args.json:
+                _emit_json({"onnx": None, **e.report.to_json(), "error": str(e)})
+            _err(str(e))
+            return 1
+        except ExportError as e:
+            _err(str(e))
+            return 1
+        if args.json:
+            _emit_json({"onnx": str(args.onnx), **report.to_json()})
+        else:
+            print(f"wrote {args.onnx}: max abs diff {report.max_abs_diff:.3g} "
+                  f"(tolerance {report.tolerance:g}, {report.batch} images) ok={report.ok}")
+        return 0
+
+    return _guarded(run)
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from esnet import api
+
+    if _not_a_dir("--per-query", args.per_query):
+        return 2
+
+    def run() -> int:
+        inf = api.load_inference(args.checkpoint, device=args.device)
+        progress = _progress("eval") if not args.json else None
+        report = api.evaluate_checkpoint(
+            inf, args.dataset, args.root, rerank=args.rerank, flip=args.flip, cache_dir=args.cache_dir,
+            progress=None if progress is None else (lambda stage, done, total: progress(done, total, stage)))
+        if args.per_query:
+            _atomic_write(args.per_query, lambda f: f.write(report.per_query.to_csv(index=False).encode("utf-8")))
+        _skipped_lines(report.skipped)
+        if args.json:
+            _emit_json(report.to_json() | ({"per_query_csv": str(args.per_query)} if args.per_query else {}))
+            return 0
+        s = report.summary
+        print(f"{args.dataset} at {args.root}: {report.num_query} queries, {report.num_gallery} gallery images"
+              f"{', re-ranked' if args.rerank else ''}{', flip' if args.flip else ''}")
+        print("  ".join(f"{k} {100 * s[k]:.2f}%" for k in ("R1", "R5", "R10", "mAP", "mINP")))
+        if report.skipped:
+            print(f"{len(report.skipped)} unreadable images skipped (listed on stderr)")
+        if args.per_query:
+            print(f"per-query results: {args.per_query}")
+        return 0
+
+    return _guarded(run)
+
+
+def _cmd_embed(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from esnet import api
+
+    if args.dataset and not args.root:
+        _err("--dataset needs --root DIR")
+        return 2
+    if args.folder and args.root:
+        _err(f"--root {args.root} goes with --dataset, not --folder")
+        return 2
+    if _not_a_dir("--out", args.out):
+        return 2
+
+    def run() -> int:
+        inf = api.load_inference(args.checkpoint, device=args.device)
+        emb = api.embed(inf, folder=args.folder, dataset=args.dataset, root=args.root, split=args.split,
+                        flip=args.flip, cache_dir=args.cache_dir, progress=None if args.json else _progress("embed"))
+        feats = np.asarray(emb.features, dtype=np.float32)  # (N, D)
+        arrays = {
+            "features": feats, "paths": np.array(emb.paths, dtype=str), "pids": np.asarray(emb.pids, np.int64),
+            "camids": np.asarray(emb.camids, np.int64),
+            "skipped_paths": np.array([p for p, _ in emb.skipped], dtype=str).reshape(-1),
+            "skipped_reasons": np.array([r for _, r in emb.skipped], dtype=str).reshape(-1),
+            "checkpoint_sha256": np.array(emb.checkpoint_sha), "flip": np.array(emb.flip),
+        }
+        _atomic_write(args.out, lambda f: np.savez(f, **arrays))
+        _skipped_lines(emb.skipped)
+        if args.json:
+            _emit_json({"out": str(args.out), "num_images": int(feats.shape[0]), "dim": int(feats.shape[1]),
+                        "checkpoint_sha256": emb.checkpoint_sha, "flip": emb.flip, "from_cache": emb.from_cache,
+                        "skipped": [{"path": p, "reason": r} for p, r in emb.skipped]})
+        else:
+            print(f"wrote {args.out}: {feats.shape[0]} x {feats.shape[1]} features"
+                  f"{' (from cache)' if emb.from_cache else ''}; {len(emb.skipped)} files skipped")
+        return 0
+
+    return _guarded(run)
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from esnet import api
+
+    if args.topk < 1:
+        _err(f"--topk must be >= 1, got {args.topk}")
+        return 2
+
+    def run() -> int:
+        inf = api.load_inference(args.checkpoint, device=args.device)
+        images, good, answers = [], [], []  # answers: one dict per query, in command-line order
+        for q in args.query:
+            try:
+                images.append(api.read_image(q))
+                good.append(len(answers))
+                answers.append({"query": q, "ok": True})
+            except api.ImageError as e:
+                _err(str(e))
+                answers.append({"query": q, "ok": False, "error": e.reason})
+        if not images:
+            if args.json:
+                _emit_json({"queries": answers})
+            _err(f"none of the {len(args.query)} query images could be read")
+            return 2
+        gallery = api.load_gallery(inf, folder=args.gallery, flip=args.flip, cache_dir=args.cache_dir,
+                                   progress=None if args.json else _progress("gallery"))
+        result = api.search_images(inf, gallery, images, topk=args.topk, rerank=args.rerank, flip=args.flip)
+        for row, i in enumerate(good):
+            frame = result.to_frame(row)[["rank", "distance", "pid", "camid", "path"]]
+            answers[i]["hits"] = [{"rank": int(r.rank), "distance": float(r.distance), "pid": int(r.pid),
+                                   "camid": int(r.camid), "path": r.path} for r in frame.itertuples(index=False)]
+        _skipped_lines(gallery.embeddings.skipped)
+        if args.json:
+            _emit_json({"checkpoint": inf.checkpoint, "gallery": str(args.gallery), "num_gallery": len(gallery),
+                        "topk": args.topk, "rerank": args.rerank, "flip": args.flip, "queries": answers,
+                        "gallery_skipped": [{"path": p, "reason": r} for p, r in gallery.embeddings.skipped]})
+        else:
+            for a in answers:
+                print(f"query {a['query']}")
+                if not a["ok"]:
+                    print(f"  not searched: {a['error']}")
+                    continue
+                print(f"  {'rank':>4}  {'distance':>8}  {'pid':>5}  {'camid':>5}  path")
+                for h in a["hits"]:
+                    print(f"  {h['rank']:>4}  {h['distance']:8.4f}  {h['pid']:>5}  {h['camid']:>5}  {h['path']}")
+        return 2 if len(good) < len(args.query) else 0
+
+    return _guarded(run)
+
+
+def _add_infer(sub: argparse._SubParsersAction) -> None:
+    def common(p: argparse.ArgumentParser, *, cache: bool = True) -> None:
+        p.add_argument("--checkpoint", required=True, help="checkpoint file or run directory (best.pt, else last.pt)")
+        p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where the model runs")
+        p.add_argument("--flip", action="store_true", help="average each image's feature with its mirror's")
+        if cache:
+            p.add_argument("--cache-dir", help="reuse / store gallery features here")
+        p.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of text")
+
+    export = sub.add_parser("export", help="export the test feature to ONNX and check parity with torch")
+    export.add_argument("--checkpoint", required=True, help="checkpoint file or run directory")
+    export.add_argument("--onnx", required=True, help="output .onnx file (written only if parity passes)")
+    export.add_argument("--tolerance", type=float, default=1e-4, help="largest allowed |torch - onnx| feature entry")
+    export.add_argument("--opset", type=int, default=17, help="ONNX opset version")
+    export.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of text")
+    export.set_defaults(func=_cmd_export)
+
+    ev = sub.add_parser("eval", help="R1/R5/R10/mAP/mINP of a checkpoint on a dataset's query/gallery split")
+    common(ev)
+    ev.add_argument("--dataset", required=True, help="loader name (see esnet.data.DATASETS)")
+    ev.add_argument("--root", required=True, help="dataset root directory")
+    ev.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking")
+    ev.add_argument("--per-query", metavar="CSV", help="also write one row per query to this CSV file")
+    ev.set_defaults(func=_cmd_eval)
+
+    emb = sub.add_parser("embed", help="features of a folder's images or of a dataset split, to an .npz file")
+    common(emb)
+    src = emb.add_mutually_exclusive_group(required=True)
+    src.add_argument("--folder", help="embed every image under this directory (recursive)")
+    src.add_argument("--dataset", help="loader name (with --root, --split)")
+    emb.add_argument("--root", help="dataset root directory (with --dataset)")
+    emb.add_argument("--split", default="gallery", choices=("train", "query", "gallery"), help="dataset split")
+    emb.add_argument("--out", required=True, help="output .npz: features, paths, pids, camids, skipped_*")
+    emb.set_defaults(func=_cmd_embed)
+
+    se = sub.add_parser("search", help="rank a gallery folder for one or more query images")
+    common(se)
+    se.add_argument("--gallery", required=True, help="gallery image directory (recursive)")
+    se.add_argument("--query", required=True, nargs="+", help="query image file(s)")
+    se.add_argument("--topk", type=int, default=10, help="hits per query")
+    se.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking")
+    se.set_defaults(func=_cmd_search)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="esnet", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -137,6 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_weights(sub)
     _add_demo(sub)
+    _add_infer(sub)
     return parser
 
 
