@@ -108,36 +108,29 @@ def _row(run: Path) -> dict:
 
 
 def _plots(rows: list[dict], out: Path) -> list[str]:
+    """mAP over epochs and the final CMC of every row, as PNGs in ``out``; returns their names."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = []
-    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
-    for r in rows:
-        xs, ys = zip(*r["map_curve"]) if r["map_curve"] else ((), ())
-        ax.plot(xs, [100 * y for y in ys], marker="o", label=r["name"])
-    ax.set(xlabel="epoch", ylabel="mAP (%)", title="Market-1501 mAP during training")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    buf = out / "map_over_epochs.png"
-    fig.savefig(buf)
-    names.append(buf.name)
-    plt.close(fig)
-    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
-    for r in rows:
-        ax.plot(range(1, len(r["cmc"]) + 1), [100 * v for v in r["cmc"]], marker=".", label=r["name"])
-    ax.set(xlabel="rank", ylabel="matching rate (%)", title="Market-1501 CMC (final epoch)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    buf = out / "cmc.png"
-    fig.savefig(buf)
-    names.append(buf.name)
-    plt.close(fig)
-    return names
+    charts = (
+        ("map_over_epochs.png", "epoch", "mAP (%)", "Market-1501 mAP during training", "o",
+         lambda r: ([e for e, _ in r["map_curve"]], [100 * m for _, m in r["map_curve"]])),
+        ("cmc.png", "rank", "matching rate (%)", "Market-1501 CMC (final epoch)", ".",
+         lambda r: (range(1, len(r["cmc"]) + 1), [100 * v for v in r["cmc"]])),
+    )
+    for name, xlabel, ylabel, title, marker, series in charts:
+        fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
+        for r in rows:
+            ax.plot(*series(r), marker=marker, label=r["name"])
+        ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / name)
+        plt.close(fig)
+    return [c[0] for c in charts]
 
 
 def render(results: Path = RESULTS, readme: Path = REPO / "README.md") -> str:
