@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_ROOT ?= assets/demo_data
 PORT ?= 8501
 
-.PHONY: run test venv demo-data demo-assets bench clean
+.PHONY: run test venv chromium demo-data demo-assets bench clean
 
 venv: $(STAMP)
 
@@ -35,10 +35,21 @@ $(MARKET_CACHE)/.complete:
 	@mkdir -p .cache/.unpack && for f in $(SHARED_DATA)/market1501-*.tar.gz; do tar xzf $$f -C .cache/.unpack || exit 1; done
 	@rm -rf $(MARKET_CACHE) && mv .cache/.unpack/market1501 $(MARKET_CACHE) && rm -rf .cache/.unpack && touch $@
 
-test: $(STAMP)
+# The browser tests (tests/browser) drive Debian's Chromium through Playwright: install it when missing.
+CHROMIUM_HELP := install Chromium so that 'chromium' is on PATH (Debian: apt-get install chromium), then re-run make test
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null 2>&1; then SUDO=sudo; \
+	  else echo "Chromium is missing and this is neither root nor has sudo: $(CHROMIUM_HELP)" >&2; exit 1; fi; \
+	  command -v apt-get >/dev/null 2>&1 || { echo "Chromium is missing and there is no apt-get: $(CHROMIUM_HELP)" >&2; exit 1; }; \
+	  echo "Installing Chromium for the browser tests (apt-get install chromium) ..."; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null \
+	    || { echo "apt-get install chromium failed: $(CHROMIUM_HELP)" >&2; exit 1; }; }
+
+test: $(STAMP) chromium
 	@if ls $(SHARED_DATA)/market1501-*.tar.gz >/dev/null 2>&1; then $(MAKE) --no-print-directory $(MARKET_CACHE)/.complete; fi
 	ESNET_MARKET1501=$${ESNET_MARKET1501:-$$(test -f $(MARKET_CACHE)/.complete && echo $(CURDIR)/$(MARKET_CACHE))} \
-		$(PY) -m pytest -q -n 2
+		$(PY) -m pytest -q -n 2 --dist loadgroup
 
 bench: $(STAMP)
 	$(PY) benchmarks/eval_speed.py

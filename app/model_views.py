@@ -115,7 +115,8 @@ def query_label(row: pd.Series) -> str:
 def _hit_caption(hit: pd.Series) -> str:
     mark = "ignored" if hit["ignored"] else ("✓" if hit["correct"] else "✗")
     rank = "–" if hit["ignored"] else f"#{hit['rank']}"
-    return f"{rank} {mark}  \nd={hit['distance']:.3f} · id {hit['pid']} · cam {hit['camid'] + 1}"
+    # One short item a line: the tiles are narrow (11 a row), a longer line wraps mid-phrase.
+    return f"{rank} {mark}  \nd={hit['distance']:.3f}  \nid {hit['pid']}  \ncam {hit['camid'] + 1}"
 
 
 def ranking_strip(query_path: str, query_caption: str, ranking: pd.DataFrame, *, per_row: int = 11) -> None:

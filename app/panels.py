@@ -32,12 +32,17 @@ def runs_table(runs: pd.DataFrame, *, key: str = "runs.table") -> None:
         shown = shown.assign(updated=pd.to_datetime(shown["updated"], errors="coerce", utc=True))
     order = ["run", "state", "epochs", "error", "pool", "erasing", "best_mAP", "best_R1", "best_epoch", "p_global",
              "p_erase", "backbone", "dataset", "updated"]
+    hidden = {"error"} if "error" in shown.columns and not shown["error"].astype(bool).any() else set()  # no failures
+    columns = [c for c in order if c in shown.columns] + [c for c in shown.columns if c not in order]
+    # A fixed width for the names: the grid keeps the widths it measured first, so a longer name
+    # added later (the pooling page's run chooser) would be cut off.
+    name_px = min(16 + 7 * max((len(str(r)) for r in shown["run"]), default=3), 320) if "run" in shown else None
     st.dataframe(
         shown, hide_index=True, key=key, width="stretch",
-        column_order=[c for c in order if c in shown.columns] + [c for c in shown.columns if c not in order],
+        column_order=[c for c in columns if c not in hidden],
         column_config={
             "updated": st.column_config.DatetimeColumn("updated (UTC)", format="YYYY-MM-DD HH:mm"),
-            "run": st.column_config.TextColumn("run", pinned=True),
+            "run": st.column_config.TextColumn("run", pinned=True, width=name_px),
             "best_mAP": st.column_config.NumberColumn("best mAP (%)", format="%.2f"),
             "best_R1": st.column_config.NumberColumn("best R1 (%)", format="%.2f"),
             "best_epoch": st.column_config.NumberColumn("best epoch", format="%d"),

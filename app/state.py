@@ -75,6 +75,14 @@ def _runs(runs_dir_text: str) -> tuple[Path | None, pd.DataFrame, str | None]:
     return runs_dir, frame, None
 
 
+def _default_run(runs: pd.DataFrame) -> str:
+    """The first run (by name) that has a checkpoint, so the model pages open on a usable run; else the first."""
+    for name, path in zip(runs["run"], runs["path"]):
+        if any((Path(path) / "checkpoints" / f).is_file() for f in ("best.pt", "last.pt")):
+            return name
+    return runs["run"].iloc[0]
+
+
 def sidebar() -> Selection:
     """Draw the shared sidebar and hand its :class:`Selection` to the page's :func:`current`."""
     st.session_state.setdefault(KEY_RUNS_DIR, str(api.default_runs_dir()))
@@ -89,7 +97,7 @@ def sidebar() -> Selection:
             if wanted in names:
                 st.session_state[KEY_RUN] = wanted
             if st.session_state.get(KEY_RUN) not in names:
-                st.session_state[KEY_RUN] = names[0]
+                st.session_state[KEY_RUN] = _default_run(runs)
             run = st.selectbox("Run", names, key=KEY_RUN,
                                format_func=lambda n: f"{n} ({runs.loc[runs['run'] == n, 'state'].iloc[0]})")
         elif problem:

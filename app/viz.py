@@ -83,7 +83,8 @@ def lr_figure(metrics: pd.DataFrame) -> go.Figure:
     """Learning rate per epoch (log axis)."""
     fig = epoch_lines(metrics, ["lr"], "Learning rate", "lr")
     if "lr" in metrics.columns and not metrics.empty:
-        fig.update_yaxes(type="log")
+        # Labels at powers of ten only: plotly's default log ticks label 2 and 5 without their decade.
+        fig.update_yaxes(type="log", dtick=1, exponentformat="power")
     return fig
 
 
@@ -262,7 +263,7 @@ def pooling_curve_figure(curve: pd.DataFrame, *, avg: float, max_: float, p: flo
     fig.add_hline(y=avg, line_dash="dot", annotation_text="average (p = 1)", annotation_position="bottom right")
     fig.add_hline(y=max_, line_dash="dash", annotation_text="max (p → ∞)", annotation_position="top left")
     fig.add_trace(go.Scatter(x=[p], y=[gem], mode="markers", marker=dict(size=12), name=f"p = {p:g}"))
-    fig.update_xaxes(type="log", title="p")
+    fig.update_xaxes(type="log", title="p", tickvals=[1, 2, 4, 8, 16, 32, 64])  # not plotly's bare "2 3 4" after 10
     fig.update_layout(title="P-pooling between average and max", yaxis_title="pooled value",
                       **{**_LAYOUT, "height": 360})
     return fig

@@ -55,3 +55,16 @@ def embedding_cache() -> Path:
 def demo_checkpoint() -> Path:
     assert DEMO_CHECKPOINT.is_file(), f"the demo checkpoint {DEMO_CHECKPOINT} is missing: run 'make demo-assets'"
     return DEMO_CHECKPOINT
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print the dashboard timings the browser tests measured (tests/browser, property ``browser_timings``).
+
+    A hook of this conftest because the pytest-xdist controller loads it; the reports carry the
+    property from the worker. The numbers are also in .cache/screenshots/timings.json.
+    """
+    for report in terminalreporter.stats.get("passed", []):
+        for name, value in getattr(report, "user_properties", ()):
+            if name == "browser_timings":
+                terminalreporter.write_sep("-", "dashboard timings (tests/browser, not asserted)")
+                terminalreporter.write_line(str(value))

@@ -22,7 +22,7 @@ ranking = api.query_ranking(rep, int(q["query"]), topk=topk)
 st.subheader(f"Query #{q['query']}: identity {q['pid']}, camera {q['camid'] + 1}")
 st.caption("Blue: the query. Green: same identity. Red: another identity. Grey: same identity and camera "
            "as the query, ignored by the standard protocol.")
-mv.ranking_strip(q["path"], f"query · AP {q['ap']:.2f}" if q["valid"] else "query", ranking)
+mv.ranking_strip(q["path"], f"query  \nAP {q['ap']:.2f}" if q["valid"] else "query", ranking)
 
 st.subheader("Why do they look alike?")
 scored = ranking.loc[~ranking["ignored"]]
