@@ -254,21 +254,26 @@ def image_saliency(inf: Inference, image: Image.Image, kind: str = "cam", *, cla
         raise ValueError(f"saliency kind must be one of {list(SALIENCY_KINDS)}, got {kind!r}")
     x = _batch(inf, image)
     ids = None if class_id is None else torch.tensor([class_id], device=inf.device)
-    if kind == "cam":
-        return saliency.own_cam(inf.model, x, ids)[0]
-    if kind == "gradcam":
-        return saliency.grad_cam(inf.model, x, ids)[0]
-    return saliency.integrated_gradients(inf.model, x, baseline=baseline, class_ids=ids)[0]
+    with inf.lock:  # captum hooks on the shared model: one user at a time
+        if kind == "cam":
+            return saliency.own_cam(inf.model, x, ids)[0]
+        if kind == "gradcam":
+            return saliency.grad_cam(inf.model, x, ids)[0]
+        return saliency.integrated_gradients(inf.model, x, baseline=baseline, class_ids=ids)[0]
 
 
 def pair_saliency(inf: Inference, query: Image.Image, match: Image.Image) -> tuple[SaliencyMap, SaliencyMap]:
     """Which regions of the query and of the match drive their cosine similarity."""
-    return saliency.similarity_saliency(inf.model, _batch(inf, query), _batch(inf, match))
+    q, m = _batch(inf, query), _batch(inf, match)
+    with inf.lock:
+        return saliency.similarity_saliency(inf.model, q, m)
 
 
 def erasing_replay(inf: Inference, image: Image.Image) -> ErasingView:
     """The block ES-Net would erase from this image now (CAM of the predicted identity)."""
-    return saliency.erasing_replay_map(inf.model, _batch(inf, image))[0]
+    x = _batch(inf, image)
+    with inf.lock:
+        return saliency.erasing_replay_map(inf.model, x)[0]
 
 
 def _projection_key(report: EvalReport, method: str, seed: int) -> str:

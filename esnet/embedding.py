@@ -14,9 +14,10 @@ import json
 import os
 import re
 import tempfile
+import threading
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +57,10 @@ class Inference:
         device: where the model runs.
         size: (H, W) network input size, from ``config.data``.
         transform: PIL RGB image -> (3, H, W) float32 normalised tensor (test pipeline).
+        lock: held around every use of ``model``. One loaded model serves every dashboard
+            session (``st.cache_resource``), and saliency attaches captum hooks to it: a
+            forward pass of another thread while they are attached would feed them (or the
+            backward pass) the wrong tensors.
     """
 
     model: ESNet
@@ -65,6 +70,7 @@ class Inference:
     device: torch.device
     size: tuple[int, int]
     transform: Callable[[Image.Image], torch.Tensor]
+    lock: threading.RLock = field(default_factory=threading.RLock, compare=False, repr=False)
 
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """B RGB PIL images (any size) -> (B, 3, H, W) float32 CPU tensor via the run's test pipeline.
@@ -154,7 +160,7 @@ def _features(inf: Inference, x: torch.Tensor, flip: bool) -> torch.Tensor:
     """(B, 3, H, W) -> (B, D) float32 CPU unit rows; flip averages with the mirror first."""
     if inf.model.training:
         raise ValueError("Inference.model must be in eval mode; something called .train() on it")
-    with torch.no_grad():
+    with inf.lock, torch.no_grad():
         x = x.to(inf.device)
         f = inf.model(x).embedding.float()  # (B, D)
         if flip:

@@ -137,3 +137,19 @@ def test_bad_inputs_give_clear_errors(inf, tmp_path) -> None:
         api.image_saliency(inf, api.read_image(b"P6 2 2 255 " + bytes(12), name="x.ppm"), "lrp")
     with pytest.raises(ValueError, match="exactly one of folder"):
         api.embed(inf)
+
+
+def test_one_loaded_model_serves_several_threads_at_once(inf, report) -> None:
+    """The dashboard shares one model between sessions: saliency (captum hooks) and embedding may overlap."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from esnet.embedding import embed_images
+
+    a, b = (api.read_image(p) for p in report.query.paths[:2])
+    jobs = [lambda: api.image_saliency(inf, a, "gradcam").heat, lambda: api.pair_saliency(inf, a, b)[1].heat,
+            lambda: embed_images(inf, [b]).numpy(), lambda: api.erasing_replay(inf, b).cam]
+    expected = [job() for job in jobs]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda i: jobs[i % 4](), range(16)))
+    for i, got in enumerate(results):
+        np.testing.assert_allclose(got, expected[i % 4], atol=1e-5)

@@ -296,3 +296,42 @@ def test_warm_page_switch_times(app: Page, visited: dict[str, float], timings: d
              *(f"{t:<20} first view {visited[t]:6.2f} s · warm switch {warm[t]:5.2f} s" for t in PAGES)]
     record_property("browser_timings", "\n".join(lines))  # printed in the terminal summary (tests/conftest.py)
     print("\n".join(lines))
+
+
+def test_two_sessions_search_at_once_without_interfering(browser: Any, dashboard: str, demo_data: Path,
+                                                         demo_checkpoint: Path, embedding_cache: Path) -> None:
+    """Two browser sessions share the cached model and gallery; uploads sent back to back each get their own ranking."""
+    from esnet import api
+
+    queries = sorted((demo_data / "query").glob("*.jpg"))
+    first = queries[0]
+    second = next(q for q in queries if q.name[:4] != first.name[:4])  # another identity
+    inf = api.load_inference(demo_checkpoint, device="cpu")
+    gallery = api.load_gallery(inf, dataset="demo", root=demo_data, cache_dir=embedding_cache)
+    expected = {q.name: int(api.search_images(inf, gallery, [api.read_image(q)], topk=1).pids[0, 0])
+                for q in (first, second)}
+
+    contexts = [browser.new_context(viewport=VIEWPORT) for _ in range(2)]
+    try:
+        pages = [c.new_page() for c in contexts]
+        for page in pages:
+            page.goto(dashboard)
+            _wait_for(page, PAGES["Runs"][1](page), PAGE_MS)
+            _settle(page, PAGE_MS)
+            _select_run(page, RUN)
+            _visit(page, "Search", {})
+        for page, query in zip(pages, (first, second)):  # no wait in between: both sessions search at once
+            page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(query)
+        for page, query in zip(pages, (first, second)):
+            hits = page.get_by_test_id("stImageCaption").filter(has_text=re.compile(r"^#\d+ d="))
+            _wait_for(page, hits.nth(4), MODEL_MS)
+            _settle(page, MODEL_MS)
+            _assert_no_exception(page)
+            captions = page.get_by_test_id("stImageCaption").all_inner_texts()
+            assert any(query.name in c for c in captions) and not any(
+                other.name in c for other in (first, second) if other != query for c in captions), captions
+            top = re.search(r"id (\d+)", hits.first.inner_text()).group(1)
+            assert int(top) == expected[query.name], (query.name, hits.first.inner_text(), expected)
+    finally:
+        for c in contexts:
+            c.close()
