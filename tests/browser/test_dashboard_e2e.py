@@ -272,6 +272,13 @@ def test_search_ranks_an_upload_and_reports_a_corrupt_one(app: Page, visited: di
     assert hits.count() >= 5  # the readable upload's results stay
     _screenshot(app, "search_corrupt")
 
+    # Remove both uploads so later visits of the page show its empty state again.
+    delete = app.get_by_test_id("stFileChipDeleteBtn")
+    while delete.count():
+        delete.first.click()
+        _settle(app)
+    expect(app.get_by_test_id("stAlertContentError")).to_have_count(0, timeout=RERUN_MS)
+
 
 def test_evaluate_shows_metrics_and_curves(app: Page, visited: dict[str, float]) -> None:
     _visit(app, "Evaluate", visited)
