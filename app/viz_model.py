@@ -100,9 +100,21 @@ def embedding_figure(frame: pd.DataFrame, colour_by: str, *, selected: int | Non
     df = frame.assign(row=np.arange(len(frame)), name=frame["path"].map(lambda p: api.printable(str(p).rsplit("/", 1)[-1])),
                       group=frame[col].astype(str))
     order = sorted(df["group"].unique(), key=lambda s: (len(s), s))
-    fig = px.scatter(df, x="x", y="y", color="group", symbol="split", category_orders={"group": order},
-                     custom_data=["row", "pid", "camid", "split", "name"],
-                     color_discrete_sequence=_PALETTE, render_mode="svg")
+    custom = ["row", "pid", "camid", "split", "name"]
+    if colour_by == "identity":
+        # One trace per split with a colour per point: a trace per identity (px's way) costs
+        # seconds to build and to draw for a few hundred identities, and their legend is useless.
+        colour = dict(zip(order, (_PALETTE[i % len(_PALETTE)] for i in range(len(order)))))
+        fig = go.Figure([go.Scatter(x=part["x"], y=part["y"], mode="markers", name=split,
+                                    customdata=part[custom].to_numpy(dtype=object),
+                                    marker=dict(color=part["group"].map(colour).tolist(),
+                                                symbol="circle" if i == 0 else "diamond"))
+                         for i, split in enumerate(df["split"].unique())  # symbols in px's order
+                         for part in [df[df["split"] == split]]])
+        fig.update_layout(template="plotly")
+    else:
+        fig = px.scatter(df, x="x", y="y", color="group", symbol="split", category_orders={"group": order},
+                         custom_data=custom, color_discrete_sequence=_PALETTE, render_mode="svg")
     fig.update_traces(marker=dict(size=7, opacity=0.85, line=dict(width=0)),
                       hovertemplate="<b>%{customdata[4]}</b><br>id %{customdata[1]} · cam %{customdata[2]}"
                                     " · %{customdata[3]}<br>row %{customdata[0]}<extra></extra>")
