@@ -16,7 +16,8 @@ import re
 import tempfile
 import threading
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -200,6 +201,20 @@ def _collate(items: list[tuple[int, torch.Tensor | None, str]]):
     return [i for i, _ in good], (torch.stack([t for _, t in good]) if good else None), bad
 
 
+def _prefetched(batches: Iterator) -> Iterator:
+    """``batches`` with the next one read in a helper thread while the caller uses the current one.
+
+    With ``workers=0`` the DataLoader decodes in this process; PIL and torch release the GIL
+    while decoding and computing, so reading batch i+1 overlaps the model's pass over batch i
+    (a DataLoader worker process would too, but forking the threaded dashboard process is unsafe).
+    """
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(next, batches, None)
+        while (batch := pending.result()) is not None:
+            pending = pool.submit(next, batches, None)
+            yield batch
+
+
 def _stat(path: str) -> tuple[int, int]:
     """(size, mtime_ns), or (-1, -1) for a file that cannot be stat'ed (it is then skipped)."""
     try:
@@ -281,7 +296,7 @@ def embed_samples(inf: Inference, samples: Sequence[Sample], *, batch_size: int 
     out: np.ndarray | None = None
     kept, skipped, tmps = [], [], []  # row indices of read images, (path, reason), temporary files
     try:
-        for idx, images, bad in loader:
+        for idx, images, bad in (_prefetched(iter(loader)) if workers == 0 else loader):
             skipped += [(paths[i], reason) for i, reason in bad]
             if images is not None:
                 feats = _features(inf, images, flip).numpy()  # (b, D)
