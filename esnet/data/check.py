@@ -18,14 +18,13 @@ Unparseable file names never reach this module: the loaders raise ``DatasetError
 from __future__ import annotations
 
 import os
-import struct
 import time
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from PIL import Image
 
+from esnet.data.images import ImageError, load_rgb
 from esnet.data.types import SPLITS, ReidData, Sample
 
 RULES = (
@@ -37,12 +36,6 @@ RULES = (
     "no-cross-camera-match",
 )
 MAX_LISTED = 10
-
-# What PIL raises on a broken file: OSError (incl. UnidentifiedImageError, truncated
-# data), SyntaxError (bad header in some plugins), plus a few decoder-level errors.
-_IMAGE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error,
-                 Image.DecompressionBombError)
-
 
 @dataclass(frozen=True)
 class SplitStats:
@@ -118,23 +111,16 @@ def _split_stats(samples: tuple[Sample, ...]) -> SplitStats:
 
 
 def verify_image(path: str) -> str | None:
-    """Open and fully decode one image.
+    """Read and fully decode one image by the rules every loader uses (``esnet.data.images.load_rgb``).
 
     Returns:
-        None if the image decodes, else the reason (``empty file (0 bytes)``,
-        ``OSError: image file is truncated ...``).
+        None if the image is usable, else the reason (``file is empty (0 bytes)``,
+        ``truncated or corrupt JPEG data: ...``, ``not a regular file (a FIFO / named pipe)`` ...).
     """
     try:
-        size = os.stat(path).st_size
-    except OSError as e:
-        return f"cannot stat file: {e.strerror or e}"
-    if size == 0:
-        return "empty file (0 bytes)"
-    try:
-        with Image.open(path) as im:
-            im.load()
-    except _IMAGE_ERRORS as e:
-        return f"{type(e).__name__}: {e}"
+        load_rgb(path)
+    except ImageError as e:
+        return e.reason
     return None
 
 
