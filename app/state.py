@@ -131,13 +131,20 @@ def current() -> Selection:
     return sidebar() if sel is None else sel
 
 
-def require_runs(sel: Selection) -> None:
-    """Show why there are no runs (warning for a bad directory, info for an empty one) and stop the page."""
+def show_no_runs(sel: Selection) -> bool:
+    """Show why there are no runs (warning for a bad directory, info for an empty one); True if shown."""
     if sel.runs_dir is None:
         st.warning(sel.problem)
-        st.stop()
+        return True
     if sel.runs.empty:
         st.info(sel.problem)
+        return True
+    return False
+
+
+def require_runs(sel: Selection) -> None:
+    """:func:`show_no_runs`, then stop the page when there are no runs."""
+    if show_no_runs(sel):
         st.stop()
 
 

@@ -11,11 +11,7 @@ st.markdown("P-pooling is the generalized mean $\\big(\\frac{1}{HW}\\sum x^p\\bi
             "pooling, *p* → ∞ max pooling; ES-Net learns *p* per branch.")
 
 st.subheader("Runs")
-if sel.runs_dir is None:
-    st.warning(sel.problem)
-elif sel.runs.empty:
-    st.info(sel.problem)
-else:
+if not state.show_no_runs(sel):
     names = list(sel.runs["run"])
     default = [n for n in DEMO_RUNS if n in names] or names[:3]
     chosen = st.multiselect("Runs to compare", names, default=default, key="pooling.runs", persist_state="session")

@@ -17,11 +17,7 @@ if (flash := st.session_state.pop("runs.flash", None)) is not None:
     st.success(flash)
 
 st.subheader("Runs")
-if sel.runs_dir is None:
-    st.warning(sel.problem)
-elif sel.runs.empty:
-    st.info(sel.problem)
-else:
+if not state.show_no_runs(sel):
     st.caption(f"`{sel.runs_dir}` · pick a run in the sidebar to inspect it on the other pages.")
     panels.runs_table(sel.runs)
     running = sel.runs.loc[sel.runs["state"] == "running", "run"].tolist()
