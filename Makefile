@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_ROOT ?= assets/demo_data
 PORT ?= 8501
 
-.PHONY: run test venv chromium demo-data demo-assets bench clean
+.PHONY: run results test venv chromium demo-data demo-assets bench clean
 
 venv: $(STAMP)
 
@@ -42,6 +42,16 @@ MARKET_CACHE := .cache/market1501
 $(MARKET_CACHE)/.complete:
 	@mkdir -p .cache/.unpack && for f in $(SHARED_DATA)/market1501-*.tar.gz; do tar xzf $$f -C .cache/.unpack || exit 1; done
 	@rm -rf $(MARKET_CACHE) && mv .cache/.unpack/market1501 $(MARKET_CACHE) && rm -rf .cache/.unpack && touch $@
+
+# The committed Market-1501 results (results/market1501 ship without images) in the dashboard, with
+# probe images read from your copy of Market-1501: make results MARKET=/path/to/market1501
+# (default: the copy make test unpacks from ../shared/data into .cache/market1501).
+MARKET ?= $(MARKET_CACHE)
+results: $(STAMP) $(UMAP_STAMP)
+	@test -d "$(MARKET)/bounding_box_train" || { echo "MARKET=$(MARKET) is not a Market-1501 folder (no bounding_box_train/): \
+	make results MARKET=/path/to/market1501, or run make test once with ../shared/data present" >&2; exit 2; }
+	ESNET_RUNS_DIR=$(CURDIR)/results/market1501 ESNET_DATASET_ROOT=$(abspath $(MARKET)) \
+		$(VENV)/bin/streamlit run streamlit_app.py --server.port $(PORT)
 
 # The browser tests (tests/browser) drive Debian's Chromium through Playwright: install it when missing.
 CHROMIUM_HELP := install Chromium so that 'chromium' is on PATH (Debian: apt-get install chromium), then re-run make test

@@ -25,6 +25,23 @@ def _pct(value: Any) -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.1f}%"
 
 
+def pooling_trio(runs: pd.DataFrame, limit: int = 3) -> list[str]:
+    """Runs to compare first on the Pooling page: one per pooling among the salient-erasing (ES-Net) runs.
+
+    Falls back to one per pooling among all runs, then to the first ``limit`` runs. P-pooling
+    first, then avg, then max (the first run by name of each), at most ``limit`` names.
+    """
+    if runs.empty:
+        return []
+    rank = {"p": 0, "avg": 1, "max": 2}
+    for pool in (runs[runs["erasing"] == "salient"], runs):
+        picked = pool.drop_duplicates("pool")
+        if len(picked) > 1:
+            picked = picked.assign(_rank=picked["pool"].map(rank).fillna(len(rank))).sort_values("_rank", kind="stable")
+            return list(picked["run"])[:limit]
+    return list(runs["run"])[:limit]
+
+
 def runs_table(runs: pd.DataFrame, *, key: str = "runs.table") -> None:
     """``api.runs_frame`` as a table: state, config summary, best mAP/R1 (%), learned p."""
     shown = runs.drop(columns=[c for c in ("path",) if c in runs.columns])

@@ -3,8 +3,8 @@
 The router (streamlit_app.py) calls :func:`sidebar` before running the page, so its widgets
 belong to the entry point and keep their values across page switches; pages read the result
 with :func:`current`. Typed paths are confined by ``api.confine_path`` to the repository,
-``$HOME``, ``$ESNET_ALLOWED_ROOTS`` and the two configured defaults (``$ESNET_RUNS_DIR``,
-``$ESNET_DEMO_ROOT``); a bad path is reported on the page, never raised.
+``$HOME``, ``$ESNET_ALLOWED_ROOTS`` and the configured defaults (``$ESNET_RUNS_DIR``,
+``$ESNET_DEMO_ROOT``, ``$ESNET_DATASET_ROOT``); a bad path is reported on the page, never raised.
 """
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ class Selection:
 
 
 def _roots() -> list[Path]:
-    return api.default_allowed_roots() + [api.default_runs_dir(), api.default_demo_root()]
+    return api.default_allowed_roots() + [api.default_runs_dir(), api.default_demo_root(), api.default_dataset_root()]
 
 
 def _runs(runs_dir_text: str) -> tuple[Path | None, pd.DataFrame, str | None]:
@@ -86,7 +86,7 @@ def _default_run(runs: pd.DataFrame) -> str:
 def sidebar() -> Selection:
     """Draw the shared sidebar and hand its :class:`Selection` to the page's :func:`current`."""
     st.session_state.setdefault(KEY_RUNS_DIR, str(api.default_runs_dir()))
-    st.session_state.setdefault(KEY_DATASET_ROOT, str(api.default_demo_root()))
+    st.session_state.setdefault(KEY_DATASET_ROOT, str(api.default_dataset_root()))
     with st.sidebar:
         st.text_input("Runs directory", key=KEY_RUNS_DIR, help="A folder of run directories (esnet train --out).")
         runs_dir, runs, problem = _runs(st.session_state[KEY_RUNS_DIR])

@@ -47,8 +47,8 @@ from esnet.runview import (
 __all__ = [
     "DATASETS", "SALIENCY_KINDS", "CheckpointError", "DatasetError", "Embeddings", "ErasingFrame", "ErasingView",
     "EvalReport", "Gallery", "ImageError", "Inference", "PoolingDemo", "RunDirError", "SaliencyMap", "SearchResult",
-    "TrainingJob", "block_positions", "cmc_frame", "dataset_overview", "default_cache_dir", "default_demo_root",
-    "default_runs_dir", "embed", "embedding_projection", "ensure_demo_data", "erasing_frames", "erasing_replay",
+    "TrainingJob", "block_positions", "cmc_frame", "dataset_overview", "default_cache_dir", "default_dataset_root",
+    "default_demo_root", "default_runs_dir", "embed", "embedding_projection", "ensure_demo_data", "erasing_frames", "erasing_replay",
     "evaluate_checkpoint", "image_saliency", "load_gallery", "load_inference", "metrics_frame", "nearest_neighbours",
     "pair_saliency", "pooling_demo", "printable", "query_ranking", "read_image", "read_run_config", "run_status", "runs_frame",
     "search_images", "start_training", "stop_training", "warm_up_projection",
@@ -89,6 +89,16 @@ def dataset_overview(name: str, root: str | Path) -> pd.DataFrame:
         for split, st in report.stats.items()
     ]
     return pd.DataFrame(rows, columns=["split", "ids", "images", "cameras"])
+
+
+def default_dataset_root() -> Path:
+    """The dataset root the dashboard opens with (``$ESNET_DATASET_ROOT``, else the demo dataset root).
+
+    ``make results MARKET=...`` sets it to the user's Market-1501 so the committed results in
+    results/market1501 (which ship without images) show their probe images.
+    """
+    env = os.environ.get("ESNET_DATASET_ROOT", "").strip()
+    return Path(env).expanduser() if env else default_demo_root()
 
 
 def default_runs_dir() -> Path:

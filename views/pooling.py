@@ -3,8 +3,6 @@ import streamlit as st
 
 from app import cache, panels, state, viz
 
-DEMO_RUNS = ("esnet-p", "esnet-avg", "esnet-max")
-
 sel = state.current()
 st.title("Pooling comparison")
 st.markdown("P-pooling is the generalized mean $\\big(\\frac{1}{HW}\\sum x^p\\big)^{1/p}$: *p* = 1 is average "
@@ -13,7 +11,7 @@ st.markdown("P-pooling is the generalized mean $\\big(\\frac{1}{HW}\\sum x^p\\bi
 st.subheader("Runs")
 if not state.show_no_runs(sel):
     names = list(sel.runs["run"])
-    default = [n for n in DEMO_RUNS if n in names] or names[:3]
+    default = panels.pooling_trio(sel.runs)
     chosen = st.multiselect("Runs to compare", names, default=default, key="pooling.runs", persist_state="session")
     if not chosen:
         st.info("Choose one or more runs to compare.")

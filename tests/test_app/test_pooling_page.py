@@ -81,3 +81,17 @@ def test_other_runs_default_to_the_first_three(tmp_path, demo_root, monkeypatch)
         make_run(tmp_path / "runs" / name)
     at = open_app(monkeypatch, tmp_path / "runs", demo_root, PAGE)
     assert at.multiselect(key="pooling.runs").value == ["r1", "r2", "r3"]
+
+
+def test_pooling_trio_prefers_one_es_net_run_per_pooling() -> None:
+    import pandas as pd
+
+    from app.panels import pooling_trio
+
+    runs = pd.DataFrame({"run": ["a_base", "b_p", "c_avg", "d_max", "e_rand_p", "f_p_seed1"],
+                         "pool": ["avg", "p", "avg", "max", "p", "p"],
+                         "erasing": ["off", "salient", "salient", "salient", "random", "salient"]})
+    assert pooling_trio(runs) == ["b_p", "c_avg", "d_max"]
+    assert pooling_trio(runs.iloc[[0, 4]]) == ["e_rand_p", "a_base"]  # no pair of ES-Net runs: any two poolings
+    assert pooling_trio(runs.iloc[[1, 5]]) == ["b_p", "f_p_seed1"]  # one pooling only: the first runs
+    assert pooling_trio(runs.iloc[[]]) == []

@@ -1,0 +1,65 @@
+"""The committed Market-1501 results (results/market1501, no images) open in the dashboard.
+
+Without a dataset the Erasing inspector draws the real CAMs on grey and says where images
+would come from; with ``$ESNET_MARKET1501`` (make test unpacks ../shared/data there) the probe
+images are read from the user's copy, as ``make results`` does through ``$ESNET_DATASET_ROOT``.
+"""
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from app import state
+from tests.test_app.runpages import ROOT, frame_with, open_app, plotly_specs, tiny_demo
+
+RESULTS = ROOT / "results" / "market1501"
+COMMITTED = sorted(p.name for p in RESULTS.iterdir() if (p / "metrics.jsonl").is_file())
+
+
+@pytest.fixture(scope="module")
+def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_demo(tmp_path_factory)
+
+
+def _best_map(run: str) -> float:
+    """The best mAP (%) among the evaluations in the committed metrics.jsonl."""
+    evals = [json.loads(line).get("eval") for line in (RESULTS / run / "metrics.jsonl").read_text().splitlines()]
+    return max(100 * e["mAP"] for e in evals if e)
+
+
+def test_results_are_committed() -> None:
+    assert "a_baseline" in COMMITTED, COMMITTED
+
+
+def test_pooling_page_lists_every_committed_run_with_its_best_map(demo_root, monkeypatch) -> None:
+    at = open_app(monkeypatch, RESULTS, demo_root, "views/pooling.py", allowed=[ROOT])
+    assert not at.exception, at.exception
+    frame = frame_with(at, "best_mAP").set_index("run")
+    assert set(frame.index) <= set(COMMITTED) and len(frame) >= 1
+    for run in frame.index:
+        assert frame.loc[run, "best_mAP"] == pytest.approx(_best_map(run), abs=0.01)
+    cmc = plotly_specs(at)[0]
+    assert len(cmc["data"]) == len(frame)
+
+
+def test_erasing_inspector_draws_committed_cams_without_the_dataset(demo_root, monkeypatch) -> None:
+    monkeypatch.setenv("ESNET_DATASET_ROOT", str(demo_root))  # a dataset that lacks these images
+    at = open_app(monkeypatch, RESULTS, demo_root, "views/erasing.py", allowed=[ROOT])
+    at.sidebar.selectbox(key=state.KEY_RUN).set_value(COMMITTED[0]).run()
+    assert not at.exception, at.exception
+    assert at.info and "Probe images unavailable for 16 of 16" in at.info[0].value
+    assert at.image[0].captions == ["image unavailable"]
+
+
+@pytest.mark.skipif(not os.environ.get("ESNET_MARKET1501"), reason="ESNET_MARKET1501 is not set (make test sets it "
+                    "when ../shared/data holds Market-1501)")
+def test_erasing_inspector_reads_probe_images_from_the_users_market(demo_root, monkeypatch) -> None:
+    market = Path(os.environ["ESNET_MARKET1501"])
+    monkeypatch.setenv("ESNET_DATASET_ROOT", str(market))
+    at = open_app(monkeypatch, RESULTS, demo_root, "views/erasing.py", allowed=[ROOT, market])
+    at.sidebar.selectbox(key=state.KEY_RUN).set_value(COMMITTED[0]).run()
+    assert not at.exception, at.exception
+    assert at.sidebar.text_input(key=state.KEY_DATASET_ROOT).value == str(market)
+    assert not at.info, [i.value for i in at.info]
+    assert at.image[0].captions == ["probe image"]
