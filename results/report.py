@@ -1,7 +1,8 @@
 """Collect finished Market-1501 runs into results/ and render the README's Results section.
 
     python results/report.py collect runs/market/a_baseline --eval eval.json   # copy one run (no images)
-    python results/report.py render                                            # table + plots + README
+    python results/report.py collect runs/pilot/p1 --pilot                     # a recipe pilot
+    python results/report.py render                                            # tables + plots + README
 
 ``collect`` copies what a reader needs to check a number and what the dashboard needs to show
 the run (config.json, meta.json, status.json, metrics.jsonl, probes/probes.json and the
@@ -11,7 +12,9 @@ redistributed. Absolute paths in meta.json and probes.json are replaced by ``$MA
 images from the dataset root the user gives it (``relpath``).
 
 ``render`` writes results/market1501/RESULTS.md, two PNGs (mAP over epochs, CMC) and the
-block between ``<!-- results:start -->`` and ``<!-- results:end -->`` in README.md.
+block between ``<!-- results:start -->`` and ``<!-- results:end -->`` in README.md, with a second
+table for the short recipe pilots in results/market1501-pilots (the runs that chose the learning
+rate and the training copies; they were scored on the query set, so they are reported).
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 RESULTS = HERE / "market1501"
+PILOTS = HERE / "market1501-pilots"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 ROWS = {  # run directory name -> what the row tests
@@ -37,6 +41,10 @@ ROWS = {  # run directory name -> what the row tests
     "f_esnet_p_seed1": "(f) ES-Net, P-pooling, seed 1",
 }
 
+BASELINE = "a_baseline"
+SEED_PAIR = ("b_esnet_p", "f_esnet_p_seed1")
+"""The two runs whose difference is the seed noise (same command, seeds 0 and 1)."""
+
 
 def _atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -46,8 +54,17 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _anonymise(text: str, root: str, weights: str | None) -> str:
-    text = text.replace(root.rstrip("/"), "$MARKET")
+ONE_COPY = 12_178
+"""Training images in one augmented copy (market1501-train-a); a root with more holds both copies."""
+
+
+def root_variable(num_train_images: int) -> str:
+    """``$MARKET`` for a root with one augmented training copy, ``$MARKET_AB`` for one with both."""
+    return "$MARKET_AB" if num_train_images > ONE_COPY else "$MARKET"
+
+
+def _anonymise(text: str, root: str, weights: str | None, root_var: str = "$MARKET") -> str:
+    text = text.replace(root.rstrip("/"), root_var)
     if weights:
         text = text.replace(weights, "$WEIGHTS")
     return text
@@ -62,17 +79,20 @@ def collect(run_dir: Path, eval_json: Path | None, out_root: Path = RESULTS) -> 
     config = json.loads((run_dir / "config.json").read_text())
     weights = config.get("model", {}).get("weights") or None
     root = meta["root"]
+    root_var = root_variable(int(meta.get("num_train_images", 0)))
     out = out_root / run_dir.name
     tmp = out_root / f".{run_dir.name}.collecting"
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "probes").mkdir(parents=True)
     for name in ("config.json", "meta.json", "status.json", "metrics.jsonl", "probes/probes.json"):
+        if name.startswith("probes/") and not (run_dir / name).exists():
+            continue  # trained with --probes 0
         text = (run_dir / name).read_text()
-        (tmp / name).write_text(_anonymise(text, root, weights))
+        (tmp / name).write_text(_anonymise(text, root, weights, root_var))
     for npz in sorted((run_dir / "probes").glob("epoch_*.npz")):
         shutil.copy2(npz, tmp / "probes" / npz.name)
     if eval_json is not None:
-        (tmp / "eval.json").write_text(_anonymise(eval_json.read_text(), root, weights))
+        (tmp / "eval.json").write_text(_anonymise(eval_json.read_text(), root, weights, root_var))
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
     return out
@@ -133,23 +153,54 @@ def _plots(rows: list[dict], out: Path) -> list[str]:
     return [c[0] for c in charts]
 
 
-def render(results: Path = RESULTS, readme: Path = REPO / "README.md") -> str:
+def _pilot_table(pilots: Path) -> str:
+    """The recipe pilots as a markdown table with their commands ('' when there are none)."""
+    runs = sorted(p for p in pilots.iterdir() if (p / "metrics.jsonl").exists()) if pilots.is_dir() else []
+    if not runs:
+        return ""
+    lines = ["| pilot | lr | training images | iterations / epoch | epochs | R1 | mAP | mINP |",
+             "|---|---|---|---|---|---|---|---|"]
+    commands = []
+    for run in runs:
+        r = _row(run)
+        cfg = json.loads((run / "config.json").read_text())
+        meta = json.loads((run / "meta.json").read_text())
+        iters = cfg["train"].get("max_iters_per_epoch") or "all"
+        lines.append(f"| {run.name} | {cfg['optim']['lr']:g} | {meta['num_train_images']:,} | {iters} | {r['epochs']} | "
+                     f"{100 * r['R1']:.1f} | {100 * r['mAP']:.1f} | {100 * r['mINP']:.1f} |")
+        commands.append(f"# {run.name}\n{r['command']}")
+    return ("\n".join(lines) + "\n\nPilot commands (`$MARKET_AB` = Market-1501 with both augmented training "
+            "copies):\n\n```bash\n" + "\n".join(commands) + "\n```\n")
+
+
+def render(results: Path = RESULTS, readme: Path = REPO / "README.md", pilots: Path = PILOTS) -> str:
     """Write RESULTS.md + plots and refresh README's results block; returns the table markdown."""
     runs = [results / name for name in ROWS if (results / name / "metrics.jsonl").exists()]
     runs += sorted(p for p in results.iterdir() if p.is_dir() and not p.name.startswith(".")
                    and p.name not in ROWS and (p / "metrics.jsonl").exists())
     rows = [_row(r) for r in runs]
-    lines = ["| run | epochs | R1 | R5 | mAP | mINP | learned p | train time (h, CPU) |",
-             "|---|---|---|---|---|---|---|---|"]
+    base = next((r for r in rows if r["name"] == BASELINE), None)
+    lines = ["| run | epochs | R1 | R5 | mAP | mINP | mAP − (a) | learned p | train time (h, CPU) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        delta = "–" if base is None or r is base else f"{100 * (r['mAP'] - base['mAP']):+.1f}"
         lines.append(f"| {r['what']} | {r['epochs']} | {100 * r['R1']:.1f} | {100 * r['R5']:.1f} | "
-                     f"{100 * r['mAP']:.1f} | {100 * r['mINP']:.1f} | {r['p']} | {r['hours']:.2f} |")
+                     f"{100 * r['mAP']:.1f} | {100 * r['mINP']:.1f} | {delta} | {r['p']} | {r['hours']:.2f} |")
     table = "\n".join(lines)
+    by_name = {r["name"]: r for r in rows}
+    if SEED_PAIR[0] in by_name and SEED_PAIR[1] in by_name:
+        a, b = (by_name[n] for n in SEED_PAIR)
+        table += (f"\n\nSeed noise, {SEED_PAIR[1]} − {SEED_PAIR[0]} (same command, seed 1 vs 0): "
+                  f"mAP {100 * (b['mAP'] - a['mAP']):+.1f}, R1 {100 * (b['R1'] - a['R1']):+.1f}, "
+                  f"mINP {100 * (b['mINP'] - a['mINP']):+.1f}.")
     commands = "\n".join(f"# {r['name']}\n{r['command']}" for r in rows)
     plots = _plots(rows, results) if rows else []
     body = (f"{table}\n\nCommands (`$MARKET` = the unpacked Market-1501 with one augmented training copy, "
             f"`$WEIGHTS` = `esnet weights fetch mobilenet_v2`):\n\n```bash\n{commands}\n```\n\n"
             + "".join(f"![{p}](results/market1501/{p})\n" for p in plots))
+    pilot_table = _pilot_table(pilots)
+    if pilot_table:
+        body += "\nRecipe pilots (chosen before the rows above; scored on the query set, hence reported):\n\n" + pilot_table
     _atomic_write(results / "RESULTS.md", ("# Market-1501 results\n\n" + body.replace("results/market1501/", ""))
                   .encode())
     text = readme.read_text()
@@ -166,10 +217,11 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("collect", help="copy a finished run into results/market1501/")
     c.add_argument("run_dir", type=Path)
     c.add_argument("--eval", type=Path, help="output of 'esnet eval --json' for the run's final checkpoint")
+    c.add_argument("--pilot", action="store_true", help="a recipe pilot: copy into results/market1501-pilots/")
     sub.add_parser("render", help="table, plots and the README block from results/market1501/")
     args = parser.parse_args(argv)
     if args.cmd == "collect":
-        print(collect(args.run_dir, args.eval))
+        print(collect(args.run_dir, args.eval, PILOTS if args.pilot else RESULTS))
     else:
         print(render())
     return 0

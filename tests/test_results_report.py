@@ -28,12 +28,35 @@ def test_collect_and_render_a_finished_run(report, tmp_path) -> None:
 
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{report.START}\nold\n{report.END}\ntail\n")
-    table = report.render(tmp_path / "results", readme)
+    table = report.render(tmp_path / "results", readme, pilots=tmp_path / "no-pilots")
     last_eval = [json.loads(x) for x in (DEMO_RUN / "metrics.jsonl").read_text().splitlines() if '"eval"' in x][-1]
     assert f"{100 * last_eval['eval']['mAP']:.1f}" in table
     text = readme.read_text()
     assert text.startswith("intro\n") and text.endswith("tail\n") and "old" not in text
     assert "esnet demo build (run esnet-p)" in text and (tmp_path / "results" / "cmc.png").stat().st_size > 1000
+    assert "Recipe pilots" not in text
+
+
+def test_pilots_get_their_own_table(report, tmp_path) -> None:
+    report.collect(DEMO_RUN, None, out_root=tmp_path / "results")
+    report.collect(DEMO_RUN, None, out_root=tmp_path / "pilots")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{report.START}\n{report.END}\n")
+    report.render(tmp_path / "results", readme, pilots=tmp_path / "pilots")
+    pilots = readme.read_text().split("Recipe pilots", 1)[1]
+    cfg = json.loads((DEMO_RUN / "config.json").read_text())
+    meta = json.loads((DEMO_RUN / "meta.json").read_text())
+    last_eval = [json.loads(x) for x in (DEMO_RUN / "metrics.jsonl").read_text().splitlines() if '"eval"' in x][-1]
+    row = next(line for line in pilots.splitlines() if line.startswith("| esnet-p |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == f"{cfg['optim']['lr']:g}" and cells[2] == f"{meta['num_train_images']:,}"
+    assert cells[6] == f"{100 * last_eval['eval']['mAP']:.1f}"
+    assert "# esnet-p\nesnet demo build" in pilots
+
+
+def test_root_variable_names_the_training_copies(report) -> None:
+    assert report.root_variable(12_178) == "$MARKET"
+    assert report.root_variable(24_351) == "$MARKET_AB"
 
 
 def test_collect_refuses_an_unfinished_run(report, tmp_path) -> None:
@@ -43,3 +66,24 @@ def test_collect_refuses_an_unfinished_run(report, tmp_path) -> None:
     (run / "meta.json").write_text(json.dumps({"root": "/x", "command": "esnet train"}))
     with pytest.raises(SystemExit, match="not finished"):
         report.collect(run, None, out_root=tmp_path / "results")
+
+
+def _final_eval(run: Path) -> dict:
+    return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if '"eval"' in x][-1]["eval"]
+
+
+def test_table_has_the_map_gain_over_the_baseline_and_the_seed_noise(report, tmp_path) -> None:
+    demo = ROOT / "assets" / "demo_runs"
+    (tmp_path / "results").mkdir()
+    for src, name in (("baseline-avg", "a_baseline"), ("esnet-p", "b_esnet_p"), ("esnet-avg", "f_esnet_p_seed1")):
+        report.collect(demo / src, None, out_root=tmp_path / "collected").rename(tmp_path / "results" / name)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{report.START}\n{report.END}\n")
+    table = report.render(tmp_path / "results", readme, pilots=tmp_path / "no-pilots")
+    base, b, f = (_final_eval(demo / n) for n in ("baseline-avg", "esnet-p", "esnet-avg"))
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")] for line in table.splitlines()
+            if line.startswith("| (")}
+    assert rows["(a) baseline: no erasing, avg pooling (BoT-style)"][6] == "–"
+    assert rows["(b) ES-Net, P-pooling"][6] == f"{100 * (b['mAP'] - base['mAP']):+.1f}"
+    assert rows["(f) ES-Net, P-pooling, seed 1"][6] == f"{100 * (f['mAP'] - base['mAP']):+.1f}"
+    assert f"f_esnet_p_seed1 − b_esnet_p (same command, seed 1 vs 0): mAP {100 * (f['mAP'] - b['mAP']):+.1f}" in table

@@ -13,8 +13,11 @@ import pytest
 from app import state
 from tests.test_app.runpages import ROOT, frame_with, open_app, plotly_specs, tiny_demo
 
-RESULTS = ROOT / "results" / "market1501"
-COMMITTED = sorted(p.name for p in RESULTS.iterdir() if (p / "metrics.jsonl").is_file())
+RESULT_DIRS = [ROOT / "results" / "market1501", ROOT / "results" / "market1501-pilots"]
+COMMITTED = {run: d for d in RESULT_DIRS if d.is_dir() for run in sorted(p.name for p in d.iterdir())
+             if (d / run / "metrics.jsonl").is_file()}
+"""Every committed run (name -> its results folder)."""
+WITH_PROBES = [run for run, d in COMMITTED.items() if (d / run / "probes" / "probes.json").is_file()]
 
 
 @pytest.fixture(scope="module")
@@ -24,29 +27,36 @@ def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _best_map(run: str) -> float:
     """The best mAP (%) among the evaluations in the committed metrics.jsonl."""
-    evals = [json.loads(line).get("eval") for line in (RESULTS / run / "metrics.jsonl").read_text().splitlines()]
-    return max(100 * e["mAP"] for e in evals if e)
+    lines = (COMMITTED[run] / run / "metrics.jsonl").read_text().splitlines()
+    return max(100 * e["mAP"] for e in (json.loads(line).get("eval") for line in lines) if e)
 
 
 def test_results_are_committed() -> None:
-    assert "a_baseline" in COMMITTED, COMMITTED
+    assert WITH_PROBES, f"no committed run with probe records among {COMMITTED}"
 
 
-def test_pooling_page_lists_every_committed_run_with_its_best_map(demo_root, monkeypatch) -> None:
-    at = open_app(monkeypatch, RESULTS, demo_root, "views/pooling.py", allowed=[ROOT])
+@pytest.mark.parametrize("results", [d for d in RESULT_DIRS if d in COMMITTED.values()], ids=lambda d: d.name)
+def test_pooling_page_lists_committed_runs_with_their_best_map(results, demo_root, monkeypatch) -> None:
+    at = open_app(monkeypatch, results, demo_root, "views/pooling.py", allowed=[ROOT])
     assert not at.exception, at.exception
     frame = frame_with(at, "best_mAP").set_index("run")
-    assert set(frame.index) <= set(COMMITTED) and len(frame) >= 1
+    assert set(frame.index) <= {r for r, d in COMMITTED.items() if d == results} and len(frame) >= 1
     for run in frame.index:
         assert frame.loc[run, "best_mAP"] == pytest.approx(_best_map(run), abs=0.01)
     cmc = plotly_specs(at)[0]
     assert len(cmc["data"]) == len(frame)
 
 
+def _open_erasing(monkeypatch, demo_root, allowed):
+    run = WITH_PROBES[0]
+    at = open_app(monkeypatch, COMMITTED[run], demo_root, "views/erasing.py", allowed=allowed)
+    at.sidebar.selectbox(key=state.KEY_RUN).set_value(run).run()
+    return at
+
+
 def test_erasing_inspector_draws_committed_cams_without_the_dataset(demo_root, monkeypatch) -> None:
     monkeypatch.setenv("ESNET_DATASET_ROOT", str(demo_root))  # a dataset that lacks these images
-    at = open_app(monkeypatch, RESULTS, demo_root, "views/erasing.py", allowed=[ROOT])
-    at.sidebar.selectbox(key=state.KEY_RUN).set_value(COMMITTED[0]).run()
+    at = _open_erasing(monkeypatch, demo_root, [ROOT])
     assert not at.exception, at.exception
     assert at.info and "Probe images unavailable for 16 of 16" in at.info[0].value
     assert at.image[0].captions == ["image unavailable"]
@@ -57,8 +67,7 @@ def test_erasing_inspector_draws_committed_cams_without_the_dataset(demo_root, m
 def test_erasing_inspector_reads_probe_images_from_the_users_market(demo_root, monkeypatch) -> None:
     market = Path(os.environ["ESNET_MARKET1501"])
     monkeypatch.setenv("ESNET_DATASET_ROOT", str(market))
-    at = open_app(monkeypatch, RESULTS, demo_root, "views/erasing.py", allowed=[ROOT, market])
-    at.sidebar.selectbox(key=state.KEY_RUN).set_value(COMMITTED[0]).run()
+    at = _open_erasing(monkeypatch, demo_root, [ROOT, market])
     assert not at.exception, at.exception
     assert at.sidebar.text_input(key=state.KEY_DATASET_ROOT).value == str(market)
     assert not at.info, [i.value for i in at.info]
