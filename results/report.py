@@ -169,8 +169,8 @@ def _pilot_table(pilots: Path) -> str:
         lines.append(f"| {run.name} | {cfg['optim']['lr']:g} | {meta['num_train_images']:,} | {iters} | {r['epochs']} | "
                      f"{100 * r['R1']:.1f} | {100 * r['mAP']:.1f} | {100 * r['mINP']:.1f} |")
         commands.append(f"# {run.name}\n{r['command']}")
-    return ("\n".join(lines) + "\n\nPilot commands (`$MARKET_AB` = Market-1501 with both augmented training "
-            "copies):\n\n```bash\n" + "\n".join(commands) + "\n```\n")
+    return ("\n".join(lines) + "\n\nPilot commands (`$MARKET_AB` = all three archives unpacked into one folder, "
+            "both augmented training copies):\n\n```bash\n" + "\n".join(commands) + "\n```\n")
 
 
 def render(results: Path = RESULTS, readme: Path = REPO / "README.md", pilots: Path = PILOTS) -> str:
