@@ -48,10 +48,11 @@ __all__ = [
     "DATASETS", "SALIENCY_KINDS", "CheckpointError", "DatasetError", "Embeddings", "ErasingFrame", "ErasingView",
     "EvalReport", "Gallery", "ImageError", "Inference", "PoolingDemo", "RunDirError", "SaliencyMap", "SearchResult",
     "TrainingJob", "block_positions", "cmc_frame", "dataset_overview", "default_cache_dir", "default_dataset_root",
-    "default_demo_root", "default_runs_dir", "embed", "embedding_projection", "ensure_demo_data", "erasing_frames", "erasing_replay",
-    "evaluate_checkpoint", "image_saliency", "load_gallery", "load_inference", "metrics_frame", "nearest_neighbours",
-    "pair_saliency", "pooling_demo", "printable", "query_ranking", "read_image", "read_run_config", "run_status", "runs_frame",
-    "search_images", "start_training", "stop_training", "warm_up_projection",
+    "default_demo_root", "default_runs_dir", "embed", "embedding_projection", "ensure_demo_data", "erasing_frames",
+    "erasing_replay", "evaluate_checkpoint", "image_saliency", "load_gallery", "load_inference", "metrics_frame",
+    "nearest_neighbours", "pair_saliency", "pooling_demo", "printable", "query_ranking", "read_image",
+    "read_run_config", "run_status", "runs_frame", "search_images", "start_training", "stop_training",
+    "warm_up_projection",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

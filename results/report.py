@@ -166,8 +166,8 @@ def _pilot_table(pilots: Path) -> str:
         cfg = json.loads((run / "config.json").read_text())
         meta = json.loads((run / "meta.json").read_text())
         iters = cfg["train"].get("max_iters_per_epoch") or "all"
-        lines.append(f"| {run.name} | {cfg['optim']['lr']:g} | {meta['num_train_images']:,} | {iters} | {r['epochs']} | "
-                     f"{100 * r['R1']:.1f} | {100 * r['mAP']:.1f} | {100 * r['mINP']:.1f} |")
+        lines.append(f"| {run.name} | {cfg['optim']['lr']:g} | {meta['num_train_images']:,} | {iters} | "
+                     f"{r['epochs']} | {100 * r['R1']:.1f} | {100 * r['mAP']:.1f} | {100 * r['mINP']:.1f} |")
         commands.append(f"# {run.name}\n{r['command']}")
     return ("\n".join(lines) + "\n\nPilot commands (`$MARKET_AB` = all three archives unpacked into one folder, "
             "both augmented training copies):\n\n```bash\n" + "\n".join(commands) + "\n```\n")
@@ -200,7 +200,8 @@ def render(results: Path = RESULTS, readme: Path = REPO / "README.md", pilots: P
             + "".join(f"![{p}](results/market1501/{p})\n" for p in plots))
     pilot_table = _pilot_table(pilots)
     if pilot_table:
-        body += "\nRecipe pilots (chosen before the rows above; scored on the query set, hence reported):\n\n" + pilot_table
+        body += ("\nRecipe pilots (chosen before the rows above; scored on the query set, hence reported):\n\n"
+                 + pilot_table)
     _atomic_write(results / "RESULTS.md", ("# Market-1501 results\n\n" + body.replace("results/market1501/", ""))
                   .encode())
     text = readme.read_text()
