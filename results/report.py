@@ -63,7 +63,7 @@ def root_variable(num_train_images: int) -> str:
     return "$MARKET_AB" if num_train_images > ONE_COPY else "$MARKET"
 
 
-def _anonymise(text: str, root: str, weights: str | None, root_var: str = "$MARKET") -> str:
+def _anonymise(text: str, root: str, weights: str | None, root_var: str) -> str:
     text = text.replace(root.rstrip("/"), root_var)
     if weights:
         text = text.replace(weights, "$WEIGHTS")
@@ -124,6 +124,7 @@ def _row(run: Path) -> dict:
         "map_curve": [(r["epoch"], r["eval"]["mAP"]) for r in evals],
         "cmc": final.get("cmc", evals[-1]["eval"].get("cmc", []))[:20],
         "num_query": final.get("num_query"), "num_gallery": final.get("num_gallery"),
+        "num_train_images": meta.get("num_train_images"),
     }
 
 
@@ -164,9 +165,8 @@ def _pilot_table(pilots: Path) -> str:
     for run in runs:
         r = _row(run)
         cfg = json.loads((run / "config.json").read_text())
-        meta = json.loads((run / "meta.json").read_text())
         iters = cfg["train"].get("max_iters_per_epoch") or "all"
-        lines.append(f"| {run.name} | {cfg['optim']['lr']:g} | {meta['num_train_images']:,} | {iters} | "
+        lines.append(f"| {run.name} | {cfg['optim']['lr']:g} | {r['num_train_images']:,} | {iters} | "
                      f"{r['epochs']} | {100 * r['R1']:.1f} | {100 * r['mAP']:.1f} | {100 * r['mINP']:.1f} |")
         commands.append(f"# {run.name}\n{r['command']}")
     return ("\n".join(lines) + "\n\nPilot commands (`$MARKET_AB` = all three archives unpacked into one folder, "
