@@ -37,7 +37,7 @@ def pooling_trio(runs: pd.DataFrame, limit: int = 3) -> list[str]:
     for pool in (runs[runs["erasing"] == "salient"], runs):
         picked = pool.drop_duplicates("pool")
         if len(picked) > 1:
-            picked = picked.assign(_rank=picked["pool"].map(rank).fillna(len(rank))).sort_values("_rank", kind="stable")
+            picked = picked.sort_values("pool", key=lambda s: s.map(rank).fillna(len(rank)), kind="stable")
             return list(picked["run"])[:limit]
     return list(runs["run"])[:limit]
 
