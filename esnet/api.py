@@ -135,14 +135,17 @@ def printable(text: str) -> str:
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
-def load_inference(path: str | Path, device: str = "auto") -> Inference:
+def load_inference(path: str | Path, device: str = "auto", test_feature: str | None = None) -> Inference:
     """A checkpoint file, or a run directory (best.pt, else last.pt), ready to embed images.
+
+    ``test_feature`` (``concat``, ``global``, ``erase``) embeds with other branches than the
+    run was configured with; None keeps the run's ``model.test_feature``.
 
     Raises:
         CheckpointError: missing, unreadable, untrusted (not weights-only) or mismatched checkpoint.
-        ValueError: an unknown device.
+        ValueError: an unknown device or test feature, or ``erase`` without an erasing branch.
     """
-    return embedding.load_inference(path, device=device)
+    return embedding.load_inference(path, device=device, test_feature=test_feature)
 
 
 def read_image(source: str | Path | bytes, name: str | None = None) -> Image.Image:

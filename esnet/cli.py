@@ -10,6 +10,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from esnet.config import TEST_FEATURES
+
 
 def _cmd_data_check(args: argparse.Namespace) -> int:
     from esnet.data import check_dataset, load_dataset
@@ -233,7 +235,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         return 2
 
     def run() -> int:
-        inf = api.load_inference(args.checkpoint, device=args.device)
+        inf = api.load_inference(args.checkpoint, device=args.device, test_feature=args.feature)
         progress = _progress("eval") if not args.json else None
         report = api.evaluate_checkpoint(
             inf, args.dataset, args.root, rerank=args.rerank, flip=args.flip, cache_dir=args.cache_dir,
@@ -272,7 +274,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
         return 2
 
     def run() -> int:
-        inf = api.load_inference(args.checkpoint, device=args.device)
+        inf = api.load_inference(args.checkpoint, device=args.device, test_feature=args.feature)
         emb = api.embed(inf, folder=args.folder, dataset=args.dataset, root=args.root, split=args.split,
                         flip=args.flip, cache_dir=args.cache_dir, progress=None if args.json else _progress("embed"))
         feats = np.asarray(emb.features, dtype=np.float32)  # (N, D)
@@ -305,7 +307,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
         return 2
 
     def run() -> int:
-        inf = api.load_inference(args.checkpoint, device=args.device)
+        inf = api.load_inference(args.checkpoint, device=args.device, test_feature=args.feature)
         images, good, answers = [], [], []  # answers: one dict per query, in command-line order
         for q in args.query:
             try:
@@ -351,6 +353,8 @@ def _add_infer(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--checkpoint", required=True, help="checkpoint file or run directory (best.pt, else last.pt)")
         p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where the model runs")
         p.add_argument("--flip", action="store_true", help="average each image's feature with its mirror's")
+        p.add_argument("--feature", choices=TEST_FEATURES,
+                       help="test embedding: concat (global + erasing branch), global or erase; default: the run's")
         if cache:
             p.add_argument("--cache-dir", help="reuse / store gallery features here")
         p.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of text")

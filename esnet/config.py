@@ -14,7 +14,7 @@ from typing import Any
 
 POOLS = ("p", "avg", "max")
 ERASING = ("off", "salient", "random")
-TEST_FEATURES = ("global", "concat")
+TEST_FEATURES = ("global", "concat", "erase")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -93,7 +93,8 @@ class ModelConfig:
         p_init: initial exponent of P-pooling.
         erasing: ``salient`` (ES-Net), ``random`` (same-size random block) or ``off`` (baseline).
         erase_height, erase_width: erased block size as fractions of the feature map.
-        test_feature: ``concat`` (global + erasing branch) or ``global``.
+        test_feature: the test embedding: ``concat`` (global + erasing branch), ``global`` or
+            ``erase`` (the erasing branch alone; needs erasing != ``off``).
     """
 
     backbone: str = "resnet50"
@@ -120,6 +121,9 @@ class ModelConfig:
             # Only one branch exists; concat degenerates to global. Normalise so the
             # resolved config says what actually runs.
             object.__setattr__(self, "test_feature", "global")
+        if self.erasing == "off" and self.test_feature == "erase":
+            raise ValueError("model.test_feature 'erase' needs an erasing branch, but model.erasing is 'off'; "
+                             "use 'global'")
 
 
 @dataclass(frozen=True)

@@ -2,13 +2,14 @@
 
 Files that cannot be read are skipped and listed in ``Embeddings.skipped``. Disk cache
 (``cache_dir``): ``<key>.npy`` + ``<key>.json``, key = sha256 of (checkpoint sha256, flip,
-input size, each image's path, pid, camid, size, mtime_ns). Features are written batch by
+input size, test feature, each image's path, pid, camid, size, mtime_ns). Features are written batch by
 batch into a memory-mapped temporary file, renamed into place and returned memory-mapped
 read-only; the json, written last and atomically, completes the entry. An unreadable
 entry warns and is rebuilt.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -136,14 +137,17 @@ def resolve_checkpoint(path: str | Path) -> Path:
                           "with checkpoints/best.pt or checkpoints/last.pt")
 
 
-def load_inference(path: str | Path, device: str = "auto") -> Inference:
+def load_inference(path: str | Path, device: str = "auto", test_feature: str | None = None) -> Inference:
     """Load a checkpoint file or run directory (:func:`resolve_checkpoint`) for embedding.
 
     Args:
         device: ``auto`` (cuda when available, else cpu), ``cpu`` or ``cuda``.
+        test_feature: ``concat``, ``global`` or ``erase`` to embed with other branches than
+            the run's ``model.test_feature`` (``ESNet.set_test_feature``); None keeps it.
     Raises:
         CheckpointError: no checkpoint, an unreadable one, or one replaced while loading.
-        ValueError: unknown device, or ``cuda`` without CUDA.
+        ValueError: unknown device or test feature, ``cuda`` without CUDA, or ``erase`` for
+            a model without an erasing branch.
     """
     file = resolve_checkpoint(path)
     dev = resolve_device(device)
@@ -153,6 +157,9 @@ def load_inference(path: str | Path, device: str = "auto") -> Inference:
     if _stat(str(file)) != before:
         raise CheckpointError(f"checkpoint {str(file)!r} changed while it was being loaded; load it again")
     cfg = ckpt.config
+    if test_feature is not None:
+        model.set_test_feature(test_feature)
+        cfg = dataclasses.replace(cfg, model=model.cfg)
     return Inference(model=model, config=cfg, checkpoint=str(file), checkpoint_sha=sha, device=dev,
                      size=(cfg.data.height, cfg.data.width), transform=build_transforms(cfg.data, train=False))
 
@@ -226,7 +233,8 @@ def _stat(path: str) -> tuple[int, int]:
 
 def _cache_key(inf: Inference, samples: Sequence[Sample], flip: bool) -> str:
     h = hashlib.sha256(json.dumps(
-        {"v": CACHE_VERSION, "checkpoint": inf.checkpoint_sha, "flip": flip, "size": list(inf.size)}).encode())
+        {"v": CACHE_VERSION, "checkpoint": inf.checkpoint_sha, "flip": flip, "size": list(inf.size),
+         "feature": inf.config.model.test_feature}).encode())
     for s in samples:
         h.update(json.dumps([s.path, s.pid, s.camid, *_stat(s.path)]).encode() + b"\n")
     return h.hexdigest()

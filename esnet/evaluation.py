@@ -44,6 +44,7 @@ class EvalReport:
         dataset, root: what was evaluated.
         checkpoint, checkpoint_sha: the model.
         rerank, flip: the options used.
+        test_feature: the embedding evaluated (``model.test_feature`` of the loaded model).
         summary: R1, R5, R10, mAP, mINP as fractions in [0, 1].
         cmc: (MAX_RANK,) float64.
         result: the full ``RankResult`` (per-query arrays, length Q).
@@ -62,6 +63,7 @@ class EvalReport:
     checkpoint_sha: str
     rerank: bool
     flip: bool
+    test_feature: str
     summary: dict[str, float]
     cmc: np.ndarray
     result: RankResult
@@ -89,6 +91,7 @@ class EvalReport:
         return {
             "dataset": self.dataset, "root": self.root, "checkpoint": self.checkpoint,
             "checkpoint_sha256": self.checkpoint_sha, "rerank": self.rerank, "flip": self.flip,
+            "test_feature": self.test_feature,
             **{k: round(v, 6) for k, v in self.summary.items()},
             "cmc": [round(float(v), 6) for v in self.cmc[:20]],
             "num_query": self.num_query, "num_gallery": self.num_gallery,
@@ -156,7 +159,8 @@ def evaluate_inference(inf: Inference, data: ReidData, *, rerank: bool = False, 
     result = evaluate(scored, q.pids, g.pids, q.camids, g.camids, max_rank=MAX_RANK)
     roc = verification_roc(dist, q.pids, g.pids, q.camids, g.camids)
     return EvalReport(dataset=data.name, root=data.root, checkpoint=inf.checkpoint, checkpoint_sha=inf.checkpoint_sha,
-                      rerank=rerank, flip=flip, summary=result.summary(), cmc=result.cmc, result=result,
+                      rerank=rerank, flip=flip, test_feature=inf.config.model.test_feature,
+                      summary=result.summary(), cmc=result.cmc, result=result,
                       per_query=_per_query(result, q), query=q, gallery=g, verification=roc,
                       reranked_distmat=reranked)
 

@@ -152,6 +152,50 @@ def test_eval_text_and_bad_inputs(ckpt, market, tmp_path, capsys):
     assert code == 2 and out == "" and "missing" in err
 
 
+def test_eval_feature_picks_the_branches_and_keys_the_cache(ckpt, market, tmp_path, capsys):
+    cache = tmp_path / "cache"
+    reps, feats = {}, {}
+    for feature in ("concat", "global", "erase"):
+        code, out, err = _run(capsys, "eval", "--checkpoint", ckpt, "--dataset", "market1501", "--root", market,
+                              "--feature", feature, "--cache-dir", cache, "--json", "--device", "cpu")
+        assert code == 0, err
+        reps[feature] = _json(out)
+        code, out, err = _run(capsys, "embed", "--checkpoint", ckpt, "--dataset", "market1501", "--root", market,
+                              "--split", "gallery", "--feature", feature, "--out", tmp_path / f"{feature}.npz",
+                              "--json", "--cache-dir", cache)
+        assert code == 0, err
+        with np.load(tmp_path / f"{feature}.npz") as z:
+            feats[feature] = z["features"]
+    assert [reps[f]["test_feature"] for f in reps] == ["concat", "global", "erase"]
+    assert [feats[f].shape[1] for f in feats] == [1024, 512, 512]
+    # concat rows are [g, e] / |[g, e]|: its halves point along the global and the erasing features
+    g, e = feats["concat"][:, :512], feats["concat"][:, 512:]
+    np.testing.assert_allclose(g / np.linalg.norm(g, axis=1, keepdims=True), feats["global"], atol=1e-5)
+    np.testing.assert_allclose(e / np.linalg.norm(e, axis=1, keepdims=True), feats["erase"], atol=1e-5)
+    assert len(list(cache.glob("*.npy"))) == 6  # query + gallery per feature: no entry served another feature
+    # without --feature: the run's own (concat), read back from the cache
+    code, out, err = _run(capsys, "eval", "--checkpoint", ckpt, "--dataset", "market1501", "--root", market,
+                          "--cache-dir", cache, "--json")
+    assert code == 0 and _json(out)["test_feature"] == "concat" and _json(out)["mAP"] == reps["concat"]["mAP"]
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["eval", "--checkpoint", str(ckpt), "--dataset", "market1501", "--root", str(market),
+                  "--feature", "part"])
+    assert exc.value.code == 2 and "invalid choice: 'part'" in capsys.readouterr().err
+
+
+def test_eval_feature_erase_on_a_baseline_is_refused(market, tmp_path, capsys):
+    cfg = override(Config(), {"model.backbone": "resnet18", "data.height": 64, "data.width": 32,
+                              "model.erasing": "off"})
+    torch.manual_seed(0)
+    path = tmp_path / "baseline.pt"
+    save_checkpoint(path, model=build_model(cfg.model, 3), optimizer=None, scheduler=None, epoch=1, config=cfg,
+                    num_classes=3)
+    code, out, err = _run(capsys, "eval", "--checkpoint", path, "--dataset", "market1501", "--root", market,
+                          "--feature", "erase", "--json")
+    assert code == 2 and out == ""
+    assert "'erase' needs an erasing branch, but model.erasing is 'off'" in err and "Traceback" not in err
+
+
 # --- embed -------------------------------------------------------------------------------------
 def test_embed_dataset_split_writes_npz(ckpt, market, tmp_path, capsys):
     out_file = tmp_path / "feats.npz"

@@ -80,3 +80,5 @@ def test_frozen_and_erasing_off_normalises_test_feature() -> None:
         cfg.model.pool = "avg"  # type: ignore[misc]
     off = C.override(cfg, {"model.erasing": "off"})
     assert off.model.test_feature == "global"
+    with pytest.raises(ValueError, match=r"model.test_feature 'erase' needs an erasing branch"):
+        C.override(cfg, {"model.erasing": "off", "model.test_feature": "erase"})

@@ -76,6 +76,35 @@ def test_test_feature_global_and_concat():
     only_global = _model(test_feature="global").eval()
     out = only_global(x)
     assert out.embedding.shape == (2, 512) and out.erase_feat.shape == (2, 512)
+    only_erase = _model(test_feature="erase").eval()
+    out_e = only_erase(x)
+    assert only_erase.embedding_dim == 512
+    torch.testing.assert_close(out_e.embedding, only_erase.erase_head.bnneck(out_e.erase_feat))
+    torch.testing.assert_close(out_e.embedding, concat(x).embedding[:, 512:])  # same seed, same weights
+
+
+def test_set_test_feature_switches_the_embedding_of_a_trained_model():
+    x, pids = _batch()
+    model = _model(test_feature="concat")
+    model.train()(x, pids)  # moves the BN running statistics: not a freshly built model
+    model.eval()
+    both = model(x).embedding
+    model.set_test_feature("erase")
+    assert model.cfg.test_feature == "erase" and model.embedding_dim == 512
+    torch.testing.assert_close(model(x).embedding, both[:, 512:])
+    model.set_test_feature("global")
+    torch.testing.assert_close(model(x).embedding, both[:, :512])
+    model.set_test_feature("concat")
+    assert model.embedding_dim == 1024
+    torch.testing.assert_close(model(x).embedding, both)
+    with pytest.raises(ValueError, match=r"model.test_feature must be one of \['global', 'concat', 'erase'\], got 'part'"):
+        model.set_test_feature("part")
+    assert model.cfg.test_feature == "concat"  # a refused name changes nothing
+    baseline = _model(erasing="off")
+    with pytest.raises(ValueError, match=r"'erase' needs an erasing branch, but model.erasing is 'off'"):
+        baseline.set_test_feature("erase")
+    baseline.set_test_feature("concat")  # one branch: normalised, as in ModelConfig
+    assert baseline.cfg.test_feature == "global" and baseline.embedding_dim == 512
 
 
 def test_salient_erasing_needs_pids_in_training_only():

@@ -13,6 +13,7 @@ See ``esnet.model.erasing`` for the CAM and why it needs no second backward pass
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -29,8 +30,8 @@ class ESNetOutput:
     """What ``ESNet.forward`` returns, in train and eval mode alike.
 
     Attributes:
-        embedding: (B, D) test feature: BNNeck output(s), global and, for
-            ``test_feature="concat"`` with an erasing branch, the erasing branch's.
+        embedding: (B, D) test feature: BNNeck output(s) chosen by ``test_feature``:
+            the global branch's, the erasing branch's, or both concatenated.
         global_feat: (B, C) pooled global feature before the BNNeck (triplet input).
         global_logits: (B, N) train only.
         erase_feat: (B, C) pooled erasing-branch feature before its BNNeck; None if
@@ -139,9 +140,29 @@ class ESNet(nn.Module):
                 if isinstance(m, nn.Conv2d):
                     nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             self.erase_head = Head(c, num_classes, cfg.pool, cfg.p_init)
-        concat = cfg.test_feature == "concat" and self.erase_head is not None
-        self.embedding_dim = 2 * c if concat else c
+        self.embedding_dim = c
+        self.set_test_feature(cfg.test_feature)
         self.erasing_generator: torch.Generator | None = None
+
+    def set_test_feature(self, name: str) -> None:
+        """Choose the test embedding (``concat``, ``global`` or ``erase``) without retraining.
+
+        ``cfg`` and ``embedding_dim`` follow. Raises ValueError for an unknown name, or
+        ``concat``/``erase`` on a model without an erasing branch (``concat`` there is
+        normalised to ``global``, as in ``ModelConfig``).
+        """
+        cfg = dataclasses.replace(self.cfg, test_feature=name)  # validates the name and the branch rule
+        self.cfg = cfg
+        c = self.global_head.bnneck.num_features
+        self.embedding_dim = 2 * c if cfg.test_feature == "concat" else c
+
+    def _embedding(self, g_bn: torch.Tensor, e_bn: torch.Tensor | None) -> torch.Tensor:
+        """(B, D) test embedding from the BNNeck outputs, per ``cfg.test_feature``."""
+        if e_bn is None or self.cfg.test_feature == "global":
+            return g_bn
+        if self.cfg.test_feature == "erase":
+            return e_bn
+        return torch.cat([g_bn, e_bn], dim=1)
 
     # --- pieces ------------------------------------------------------------------------
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
@@ -210,14 +231,13 @@ class ESNet(nn.Module):
         g_bn = self.global_head.bnneck(g_feat)  # (B, C)
 
         if not self.training:
-            e_feat = None
-            parts = [g_bn]
+            e_feat = e_bn = None
             if self.erase_head is not None:
                 assert self.erase_bottleneck is not None
                 e_feat = self.erase_head.pool(self.erase_bottleneck(fmap))  # (B, C)
-                if self.cfg.test_feature == "concat":
-                    parts.append(self.erase_head.bnneck(e_feat))
-            return ESNetOutput(embedding=torch.cat(parts, dim=1), global_feat=g_feat, erase_feat=e_feat)
+                if self.cfg.test_feature != "global":
+                    e_bn = self.erase_head.bnneck(e_feat)
+            return ESNetOutput(embedding=self._embedding(g_bn, e_bn), global_feat=g_feat, erase_feat=e_feat)
 
         if self.cfg.erasing == "salient" and pids is None:
             raise ValueError("pids are required in train mode when model.erasing is 'salient'")
@@ -242,8 +262,7 @@ class ESNet(nn.Module):
         out.erase_feat = e_feat
         out.erase_logits = self.erase_head.classifier(e_bn)  # (B, N)
         out.erase_mask = mask
-        if self.cfg.test_feature == "concat":
-            out.embedding = torch.cat([g_bn, e_bn], dim=1)
+        out.embedding = self._embedding(g_bn, e_bn)
         return out
 
     def erasing_replay(self, images: torch.Tensor, pids: torch.Tensor | None = None) -> ErasingRecord:
