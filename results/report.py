@@ -2,6 +2,7 @@
 
     python results/report.py collect runs/market/a_baseline --eval eval.json   # copy one run (no images)
     python results/report.py collect runs/pilot/p1 --pilot                     # a recipe pilot
+    python results/report.py add-eval results/market1501/b_esnet_p global.json  # one branch's score
     python results/report.py render                                            # tables + plots + README
 
 ``collect`` copies what a reader needs to check a number and what the dashboard needs to show
@@ -10,6 +11,9 @@ per-epoch probe CAMs/blocks) — never images or checkpoints: Market-1501 must n
 redistributed. Absolute paths in meta.json and probes.json are replaced by ``$MARKET`` /
 ``$WEIGHTS`` so the commands read the same on any machine; the dashboard resolves probe
 images from the dataset root the user gives it (``relpath``).
+
+``add-eval`` stores an ``esnet eval --feature global|erase|concat --json`` of a collected run's
+final checkpoint as ``eval_<feature>.json`` beside it: how each branch scores on its own.
 
 ``render`` writes results/market1501/RESULTS.md, two PNGs (mAP over epochs, CMC) and the
 block between ``<!-- results:start -->`` and ``<!-- results:end -->`` in README.md, with a second
@@ -98,6 +102,47 @@ def collect(run_dir: Path, eval_json: Path | None, out_root: Path = RESULTS) -> 
     return out
 
 
+FEATURES = ("concat", "global", "erase")
+"""``esnet eval --feature`` values, in table order."""
+
+
+def add_eval(result_run: Path, eval_json: Path) -> Path:
+    """Store ``eval_json`` (``esnet eval --json`` with ``test_feature``) as ``result_run/eval_<feature>.json``."""
+    if not (result_run / "metrics.jsonl").is_file():
+        raise SystemExit(f"{result_run} is not a collected run (no metrics.jsonl); run 'collect' first")
+    text = eval_json.read_text()
+    rep = json.loads(text)
+    feature = rep.get("test_feature")
+    if feature not in FEATURES:
+        raise SystemExit(f"{eval_json} has test_feature {feature!r}; expected one of {list(FEATURES)} "
+                         "(the output of 'esnet eval --feature F --json')")
+    num_train = int(json.loads((result_run / "meta.json").read_text()).get("num_train_images", 0))
+    out = result_run / f"eval_{feature}.json"
+    _atomic_write(out, _anonymise(text, rep["root"], None, root_variable(num_train)).encode())
+    return out
+
+
+def _feature_table(rows: list[dict], results: Path) -> str:
+    """R1 / mAP per test feature of each run with ``eval_<feature>.json`` files ('' when none has)."""
+    lines, commands = [], []
+    for r in rows:
+        evals = {f: json.loads((results / r["name"] / f"eval_{f}.json").read_text())
+                 for f in FEATURES if (results / r["name"] / f"eval_{f}.json").exists()}
+        if not evals:
+            continue
+        cells = []
+        for f in FEATURES:
+            e = evals.get(f) or (r if r["test_feature"] == f else None)
+            cells.append("–" if e is None else f"{100 * e['R1']:.1f} / {100 * e['mAP']:.1f}")
+        lines.append(f"| {r['what']} | " + " | ".join(cells) + " |")
+        commands += [f"esnet eval --checkpoint runs/market/{r['name']}/checkpoints/last.pt --dataset market1501 "
+                     f"--root {root_variable(r['num_train_images'] or 0)} --feature {f} --json" for f in evals]
+    if not lines:
+        return ""
+    head = ["| run | concat: R1 / mAP | global | erase |", "|---|---|---|---|"]
+    return "\n".join(head + lines) + "\n\n```bash\n" + "\n".join(commands) + "\n```\n"
+
+
 def _records(run: Path) -> list[dict]:
     rows = []
     for line in (run / "metrics.jsonl").read_text().splitlines():
@@ -125,6 +170,7 @@ def _row(run: Path) -> dict:
         "cmc": final.get("cmc", evals[-1]["eval"].get("cmc", []))[:20],
         "num_query": final.get("num_query"), "num_gallery": final.get("num_gallery"),
         "num_train_images": meta.get("num_train_images"),
+        "test_feature": json.loads((run / "config.json").read_text())["model"]["test_feature"],
     }
 
 
@@ -198,6 +244,10 @@ def render(results: Path = RESULTS, readme: Path = REPO / "README.md", pilots: P
     body = (f"{table}\n\nCommands (`$MARKET` = the unpacked Market-1501 with one augmented training copy, "
             f"`$WEIGHTS` = `esnet weights fetch mobilenet_v2`):\n\n```bash\n{commands}\n```\n\n"
             + "".join(f"![{p}](results/market1501/{p})\n" for p in plots))
+    feature_table = _feature_table(rows, results)
+    if feature_table:
+        body += ("\nEach branch on its own (the final checkpoint scored with `esnet eval --feature`; the rows "
+                 "above use the run's test feature, concat for ES-Net):\n\n" + feature_table)
     pilot_table = _pilot_table(pilots)
     if pilot_table:
         body += ("\nRecipe pilots (chosen before the rows above; scored on the query set, hence reported):\n\n"
@@ -219,10 +269,15 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("run_dir", type=Path)
     c.add_argument("--eval", type=Path, help="output of 'esnet eval --json' for the run's final checkpoint")
     c.add_argument("--pilot", action="store_true", help="a recipe pilot: copy into results/market1501-pilots/")
+    a = sub.add_parser("add-eval", help="store one test feature's score of a collected run")
+    a.add_argument("result_run", type=Path, help="results/market1501/<run>")
+    a.add_argument("eval_json", type=Path, help="output of 'esnet eval --feature F --json'")
     sub.add_parser("render", help="table, plots and the README block from results/market1501/")
     args = parser.parse_args(argv)
     if args.cmd == "collect":
         print(collect(args.run_dir, args.eval, PILOTS if args.pilot else RESULTS))
+    elif args.cmd == "add-eval":
+        print(add_eval(args.result_run, args.eval_json))
     else:
         print(render())
     return 0

@@ -87,3 +87,36 @@ def test_table_has_the_map_gain_over_the_baseline_and_the_seed_noise(report, tmp
     assert rows["(b) ES-Net, P-pooling"][6] == f"{100 * (b['mAP'] - base['mAP']):+.1f}"
     assert rows["(f) ES-Net, P-pooling, seed 1"][6] == f"{100 * (f['mAP'] - base['mAP']):+.1f}"
     assert f"f_esnet_p_seed1 − b_esnet_p (same command, seed 1 vs 0): mAP {100 * (f['mAP'] - b['mAP']):+.1f}" in table
+
+
+def test_branch_evals_get_a_table_with_their_commands(report, tmp_path, capsys) -> None:
+    from esnet import api, cli
+
+    demo_data = ROOT / "assets" / "demo_data"
+    api.ensure_demo_data(demo_data)
+    out = report.collect(DEMO_RUN, None, out_root=tmp_path / "results")
+    for feature in ("global", "erase"):
+        code = cli.main(["eval", "--checkpoint", str(DEMO_RUN), "--dataset", "demo", "--root", str(demo_data),
+                         "--feature", feature, "--json"])
+        text, err = capsys.readouterr()
+        assert code == 0, err
+        (tmp_path / f"{feature}.json").write_text(text)
+        stored = report.add_eval(out, tmp_path / f"{feature}.json")
+        assert stored.name == f"eval_{feature}.json" and str(demo_data) not in stored.read_text()
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{report.START}\n{report.END}\n")
+    report.render(tmp_path / "results", readme, pilots=tmp_path / "no-pilots")
+    branches = readme.read_text().split("Each branch on its own", 1)[1]
+    row = next(line for line in branches.splitlines() if line.startswith("| esnet-p |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    final = _final_eval(DEMO_RUN)
+    g, e = (json.loads((tmp_path / f"{f}.json").read_text()) for f in ("global", "erase"))
+    assert cells[1:] == [f"{100 * final['R1']:.1f} / {100 * final['mAP']:.1f}",
+                         f"{100 * g['R1']:.1f} / {100 * g['mAP']:.1f}", f"{100 * e['R1']:.1f} / {100 * e['mAP']:.1f}"]
+    assert "--feature erase --json" in branches
+
+    (tmp_path / "old.json").write_text(json.dumps({"mAP": 0.5, "root": "/x"}))  # an eval from before --feature
+    with pytest.raises(SystemExit, match="has test_feature None"):
+        report.add_eval(out, tmp_path / "old.json")
+    with pytest.raises(SystemExit, match="not a collected run"):
+        report.add_eval(tmp_path / "nowhere", tmp_path / "global.json")
