@@ -105,8 +105,9 @@ def checkpoint_key(path: str | Path) -> tuple[str, tuple[float, ...]]:
 
 
 @st.cache_resource(show_spinner="Loading the checkpoint ...", max_entries=4)
-def _inference(path: str, mtimes: tuple[float, ...]) -> api.Inference:
-    return api.load_inference(path)
+def _inference(path: str, mtimes: tuple[float, ...], feature: str | None = None) -> api.Inference:
+    # one model object per test feature: set_test_feature changes the model, and it is shared
+    return api.load_inference(path, test_feature=feature)
 
 
 def inference(path: str | Path) -> api.Inference:
@@ -117,15 +118,18 @@ def inference(path: str | Path) -> api.Inference:
 @st.cache_resource(show_spinner="Evaluating the checkpoint (embeds query + gallery once; cached on disk) ...",
                    max_entries=8)
 def _evaluation(path: str, mtimes: tuple[float, ...], dataset: str, root: str, root_mtime: float,
-                rerank: bool, flip: bool) -> api.EvalReport:
-    return api.evaluate_checkpoint(_inference(path, mtimes), dataset, root, rerank=rerank, flip=flip,
+                rerank: bool, flip: bool, feature: str | None) -> api.EvalReport:
+    return api.evaluate_checkpoint(_inference(path, mtimes, feature), dataset, root, rerank=rerank, flip=flip,
                                    cache_dir=api.default_cache_dir())
 
 
 def evaluation(path: str | Path, dataset: str, root: Path, *, rerank: bool = False,
-               flip: bool = False) -> api.EvalReport:
-    """``api.evaluate_checkpoint`` once per checkpoint / dataset / options; the report is shared: never mutate it."""
-    return _evaluation(*checkpoint_key(path), dataset, str(root), _mtime(Path(root)), rerank, flip)
+               flip: bool = False, feature: str | None = None) -> api.EvalReport:
+    """``api.evaluate_checkpoint`` once per checkpoint / dataset / options; the report is shared: never mutate it.
+
+    ``feature``: the test embedding (``concat``, ``global``, ``erase``); None is the run's own.
+    """
+    return _evaluation(*checkpoint_key(path), dataset, str(root), _mtime(Path(root)), rerank, flip, feature)
 
 
 @st.cache_resource(show_spinner="Embedding and indexing the gallery (cached on disk) ...", max_entries=4)

@@ -67,10 +67,22 @@ def target() -> Target:
     return Target(run=sel.run, path=path, dataset=dataset, root=sel.dataset_root)
 
 
-def report(t: Target, *, rerank: bool = False, flip: bool = False) -> api.EvalReport:
-    """The cached evaluation of ``t``, or an on-page error naming what is wrong."""
+def report(t: Target, *, rerank: bool = False, flip: bool = False, feature: str | None = None) -> api.EvalReport:
+    """The cached evaluation of ``t`` (``feature``: test embedding, None = the run's), or an on-page error."""
     with shown_errors(f"Cannot evaluate run {t.run!r} on {t.dataset!r} at {t.root}"):
-        return cache.evaluation(t.path, t.dataset, t.root, rerank=rerank, flip=flip)
+        return cache.evaluation(t.path, t.dataset, t.root, rerank=rerank, flip=flip, feature=feature)
+
+
+FEATURE_LABELS = {"concat": "both branches (concat)", "global": "global branch", "erase": "erasing branch"}
+"""Test-feature choices on the Evaluate page, as labelled there."""
+
+
+def feature_choices(inf: api.Inference) -> list[str]:
+    """The test features a loaded run can be scored with, its own first."""
+    own = inf.config.model.test_feature
+    if inf.config.model.erasing == "off":
+        return [own]
+    return [own] + [f for f in FEATURE_LABELS if f != own]
 
 
 def inference(t: Target) -> api.Inference:

@@ -7,22 +7,27 @@ from app import model_views as mv
 st.title("Evaluate")
 t = mv.target()
 
-c1, c2 = st.columns(2)
+c1, c2, c3 = st.columns(3)
 rerank = c1.checkbox("k-reciprocal re-ranking", key="eval_rerank", help="k1=20, k2=6, λ=0.3 (Zhong et al. 2017)")
 flip = c2.checkbox("Flip test (average with the mirror image)", key="eval_flip")
-rep = mv.report(t, rerank=rerank, flip=flip)
+choices = mv.feature_choices(mv.inference(t))
+feature = c3.selectbox("Test feature", choices, key="eval_feature", format_func=mv.FEATURE_LABELS.get,
+                       disabled=len(choices) == 1,
+                       help="Score one branch on its own without retraining; the first choice is the run's own. "
+                            "A run without an erasing branch has only the global one.")
+rep = mv.report(t, rerank=rerank, flip=flip, feature=feature)
 label = "re-ranked" if rerank else "cosine"
 st.dataframe(mv.metrics_table(rep.summary, label), hide_index=True, width="stretch",
              column_config={k: st.column_config.NumberColumn(f"{k} (%)", format="%.2f")
                             for k in ("R1", "R5", "R10", "mAP", "mINP")})
 st.caption(f"{rep.result.num_valid_queries} of {rep.num_query} queries scored against {rep.num_gallery} gallery "
-           f"images · checkpoint `{rep.checkpoint}`")
+           f"images · test feature: {mv.FEATURE_LABELS[rep.test_feature]} · checkpoint `{rep.checkpoint}`")
 for path, reason in rep.skipped:
     st.warning(f"Skipped unreadable image {path}: {reason}")
 
 curves = {label: rep.cmc}
 if rerank:
-    curves = {"cosine": mv.report(t, flip=flip).cmc, **curves}
+    curves = {"cosine": mv.report(t, flip=flip, feature=feature).cmc, **curves}
 left, right = st.columns(2)
 with left:
     st.subheader("CMC")
@@ -38,5 +43,6 @@ with right:
 st.subheader("Per-query results")
 st.dataframe(mv.printable_paths(rep.per_query), hide_index=True, width="stretch", height=260)
 st.download_button("Download per-query results (CSV)", mv.per_query_csv(rep), key="eval_csv",
-                   file_name=f"{t.run}_{t.dataset}{'_rerank' if rerank else ''}{'_flip' if flip else ''}_per_query.csv",
+                   file_name=f"{t.run}_{t.dataset}_{feature}{'_rerank' if rerank else ''}{'_flip' if flip else ''}"
+                             "_per_query.csv",
                    mime="text/csv")

@@ -43,6 +43,46 @@ def test_rerank_checkbox_changes_the_metrics(demo_env) -> None:
     assert reranked["mAP"].item() == pytest.approx(100 * expected.summary["mAP"])
 
 
+def test_test_feature_select_scores_each_branch(demo_env) -> None:
+    at = open_page("evaluate")
+    box = at.selectbox(key="eval_feature")
+    assert box.options == ["both branches (concat)", "global branch", "erasing branch"] and not box.disabled
+    both = _table(at)
+    for feature, label in (("erase", "erasing branch"), ("global", "global branch")):
+        at.selectbox(key="eval_feature").set_value(feature).run()
+        assert not at.exception, at.exception
+        assert not errors(at)
+        inf = api.load_inference(demo_env.run_dir, test_feature=feature)
+        expected = api.evaluate_checkpoint(inf, "demo", demo_env.data_root, cache_dir=demo_env.cache_dir)
+        table = _table(at)
+        assert table["mAP"].item() == pytest.approx(100 * expected.summary["mAP"])
+        assert not table[METRICS].equals(both[METRICS])
+        assert any(f"test feature: {label}" in c.value for c in at.caption)
+
+
+def test_a_baseline_run_has_only_the_global_feature(demo_env) -> None:
+    import torch
+
+    from esnet.checkpoint import save_checkpoint
+    from esnet.config import Config, override
+    from esnet.model import build_model
+
+    cfg = override(Config(), {"model.backbone": "resnet18", "model.erasing": "off", "data.height": 64,
+                              "data.width": 32})
+    torch.manual_seed(0)
+    made = demo_env.runs_dir.parent / "baseline.pt"
+    save_checkpoint(made, model=build_model(cfg.model, 3), optimizer=None, scheduler=None, epoch=1, config=cfg,
+                    num_classes=3)
+    runs = demo_env.runs_dir.parent / "baseline_runs"
+    broken_run(runs, "base", made.read_bytes())  # the demo run's metadata, a baseline's checkpoint
+    at = open_page("evaluate", state=select_run(runs, "base"))
+    assert not at.exception, at.exception
+    assert not errors(at)
+    box = at.selectbox(key="eval_feature")
+    assert box.options == ["global branch"] and box.disabled
+    assert any("test feature: global branch" in c.value for c in at.caption)
+
+
 def test_per_query_csv_download(demo_env) -> None:
     at = open_page("evaluate")
     button = at.get("download_button")[0]
