@@ -123,12 +123,13 @@ def add_eval(result_run: Path, eval_json: Path) -> Path:
 
 
 def _feature_table(rows: list[dict], results: Path) -> str:
-    """R1 / mAP per test feature of each run with ``eval_<feature>.json`` files ('' when none has)."""
+    """R1 / mAP per test feature of each run with ``eval_<feature>.json`` files, and of the baseline
+    (its global feature is its row) for reference; '' when no run has such files."""
     lines, commands = [], []
     for r in rows:
         evals = {f: json.loads((results / r["name"] / f"eval_{f}.json").read_text())
                  for f in FEATURES if (results / r["name"] / f"eval_{f}.json").exists()}
-        if not evals:
+        if not evals and r["name"] != BASELINE:
             continue
         cells = []
         for f in FEATURES:
@@ -137,7 +138,7 @@ def _feature_table(rows: list[dict], results: Path) -> str:
         lines.append(f"| {r['what']} | " + " | ".join(cells) + " |")
         commands += [f"esnet eval --checkpoint runs/market/{r['name']}/checkpoints/last.pt --dataset market1501 "
                      f"--root {root_variable(r['num_train_images'] or 0)} --feature {f} --json" for f in evals]
-    if not lines:
+    if not commands:
         return ""
     head = ["| run | concat: R1 / mAP | global | erase |", "|---|---|---|---|"]
     return "\n".join(head + lines) + "\n\n```bash\n" + "\n".join(commands) + "\n```\n"

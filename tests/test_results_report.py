@@ -95,6 +95,8 @@ def test_branch_evals_get_a_table_with_their_commands(report, tmp_path, capsys) 
     demo_data = ROOT / "assets" / "demo_data"
     api.ensure_demo_data(demo_data)
     out = report.collect(DEMO_RUN, None, out_root=tmp_path / "results")
+    baseline = ROOT / "assets" / "demo_runs" / "baseline-avg"
+    report.collect(baseline, None, out_root=tmp_path / "collected").rename(tmp_path / "results" / "a_baseline")
     for feature in ("global", "erase"):
         code = cli.main(["eval", "--checkpoint", str(DEMO_RUN), "--dataset", "demo", "--root", str(demo_data),
                          "--feature", feature, "--json"])
@@ -114,6 +116,10 @@ def test_branch_evals_get_a_table_with_their_commands(report, tmp_path, capsys) 
     assert cells[1:] == [f"{100 * final['R1']:.1f} / {100 * final['mAP']:.1f}",
                          f"{100 * g['R1']:.1f} / {100 * g['mAP']:.1f}", f"{100 * e['R1']:.1f} / {100 * e['mAP']:.1f}"]
     assert "--feature erase --json" in branches
+    base_row = next(line for line in branches.splitlines() if line.startswith("| (a) baseline"))
+    b = _final_eval(baseline)
+    assert [c.strip() for c in base_row.strip("|").split("|")][1:] == ["–", f"{100 * b['R1']:.1f} / {100 * b['mAP']:.1f}",
+                                                                      "–"]
 
     (tmp_path / "old.json").write_text(json.dumps({"mAP": 0.5, "root": "/x"}))  # an eval from before --feature
     with pytest.raises(SystemExit, match="has test_feature None"):
