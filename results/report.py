@@ -240,6 +240,10 @@ def render(results: Path = RESULTS, readme: Path = REPO / "README.md", pilots: P
         table += (f"\n\nSeed noise, {SEED_PAIR[1]} − {SEED_PAIR[0]} (same command, seed 1 vs 0): "
                   f"mAP {100 * (b['mAP'] - a['mAP']):+.1f}, R1 {100 * (b['R1'] - a['R1']):+.1f}, "
                   f"mINP {100 * (b['mINP'] - a['mINP']):+.1f}.")
+        if base is not None:
+            mean = (a["mAP"] + b["mAP"]) / 2
+            table += (f" Mean mAP of {SEED_PAIR[0]} and {SEED_PAIR[1]} {100 * mean:.2f}, {100 * (mean - base['mAP']):+.2f} against (a); "
+                      f"the two seeds are {100 * abs(b['mAP'] - a['mAP']):.1f} apart.")
     commands = "\n".join(f"# {r['name']}\n{r['command']}" for r in rows)
     plots = _plots(rows, results) if rows else []
     body = (f"{table}\n\nCommands (`$MARKET` = the unpacked Market-1501 with one augmented training copy, "

@@ -87,6 +87,8 @@ def test_table_has_the_map_gain_over_the_baseline_and_the_seed_noise(report, tmp
     assert rows["(b) ES-Net, P-pooling"][6] == f"{100 * (b['mAP'] - base['mAP']):+.1f}"
     assert rows["(f) ES-Net, P-pooling, seed 1"][6] == f"{100 * (f['mAP'] - base['mAP']):+.1f}"
     assert f"f_esnet_p_seed1 − b_esnet_p (same command, seed 1 vs 0): mAP {100 * (f['mAP'] - b['mAP']):+.1f}" in table
+    mean = (b["mAP"] + f["mAP"]) / 2
+    assert f"Mean mAP of b_esnet_p and f_esnet_p_seed1 {100 * mean:.2f}, {100 * (mean - base['mAP']):+.2f} against (a)" in table
 
 
 def test_branch_evals_get_a_table_with_their_commands(report, tmp_path, capsys) -> None:
