@@ -14,7 +14,7 @@ from typing import Any
 
 POOLS = ("p", "avg", "max")
 ERASING = ("off", "salient", "random")
-TEST_FEATURES = ("global", "concat", "erase")
+TEST_FEATURES = ("concat", "global", "erase")
 DEVICES = ("auto", "cpu", "cuda")
 
 

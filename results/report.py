@@ -14,6 +14,7 @@ images from the dataset root the user gives it (``relpath``).
 
 ``add-eval`` stores an ``esnet eval --feature global|erase|concat --json`` of a collected run's
 final checkpoint as ``eval_<feature>.json`` beside it: how each branch scores on its own.
+``collect`` replaces a run's directory whole, so add its branch scores again after re-collecting.
 
 ``render`` writes results/market1501/RESULTS.md, two PNGs (mAP over epochs, CMC) and the
 block between ``<!-- results:start -->`` and ``<!-- results:end -->`` in README.md, with a second
@@ -29,6 +30,8 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+
+from esnet.config import TEST_FEATURES
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -102,10 +105,6 @@ def collect(run_dir: Path, eval_json: Path | None, out_root: Path = RESULTS) -> 
     return out
 
 
-FEATURES = ("concat", "global", "erase")
-"""``esnet eval --feature`` values, in table order."""
-
-
 def add_eval(result_run: Path, eval_json: Path) -> Path:
     """Store ``eval_json`` (``esnet eval --json`` with ``test_feature``) as ``result_run/eval_<feature>.json``."""
     if not (result_run / "metrics.jsonl").is_file():
@@ -113,8 +112,8 @@ def add_eval(result_run: Path, eval_json: Path) -> Path:
     text = eval_json.read_text()
     rep = json.loads(text)
     feature = rep.get("test_feature")
-    if feature not in FEATURES:
-        raise SystemExit(f"{eval_json} has test_feature {feature!r}; expected one of {list(FEATURES)} "
+    if feature not in TEST_FEATURES:
+        raise SystemExit(f"{eval_json} has test_feature {feature!r}; expected one of {list(TEST_FEATURES)} "
                          "(the output of 'esnet eval --feature F --json')")
     num_train = int(json.loads((result_run / "meta.json").read_text()).get("num_train_images", 0))
     out = result_run / f"eval_{feature}.json"
@@ -128,11 +127,11 @@ def _feature_table(rows: list[dict], results: Path) -> str:
     lines, commands = [], []
     for r in rows:
         evals = {f: json.loads((results / r["name"] / f"eval_{f}.json").read_text())
-                 for f in FEATURES if (results / r["name"] / f"eval_{f}.json").exists()}
+                 for f in TEST_FEATURES if (results / r["name"] / f"eval_{f}.json").exists()}
         if not evals and r["name"] != BASELINE:
             continue
         cells = []
-        for f in FEATURES:
+        for f in TEST_FEATURES:
             e = evals.get(f) or (r if r["test_feature"] == f else None)
             cells.append("–" if e is None else f"{100 * e['R1']:.1f} / {100 * e['mAP']:.1f}")
         lines.append(f"| {r['what']} | " + " | ".join(cells) + " |")

@@ -97,7 +97,7 @@ def test_set_test_feature_switches_the_embedding_of_a_trained_model():
     model.set_test_feature("concat")
     assert model.embedding_dim == 1024
     torch.testing.assert_close(model(x).embedding, both)
-    with pytest.raises(ValueError, match=r"model.test_feature must be one of \['global', 'concat', 'erase'\], got 'part'"):
+    with pytest.raises(ValueError, match=r"model.test_feature must be one of \['concat', 'global', 'erase'\], got 'part'"):
         model.set_test_feature("part")
     assert model.cfg.test_feature == "concat"  # a refused name changes nothing
     baseline = _model(erasing="off")

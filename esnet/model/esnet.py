@@ -140,7 +140,7 @@ class ESNet(nn.Module):
                 if isinstance(m, nn.Conv2d):
                     nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             self.erase_head = Head(c, num_classes, cfg.pool, cfg.p_init)
-        self.embedding_dim = c
+        self.embedding_dim = c  # set_test_feature below makes it 2c for concat
         self.set_test_feature(cfg.test_feature)
         self.erasing_generator: torch.Generator | None = None
 
