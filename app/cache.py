@@ -152,7 +152,7 @@ def umap_warm_up() -> float:
 @st.cache_data(show_spinner="Projecting the embeddings ...", max_entries=16)
 def _projection(path: str, mtimes: tuple[float, ...], dataset: str, root: str, root_mtime: float,
                 method: str, seed: int) -> pd.DataFrame:
-    report = _evaluation(path, mtimes, dataset, root, root_mtime, False, False)
+    report = _evaluation(path, mtimes, dataset, root, root_mtime, False, False, None)
     return api.embedding_projection(report, method=method, seed=seed, cache_dir=api.default_cache_dir())
 
 

@@ -15,7 +15,8 @@ feature = c3.selectbox("Test feature", choices, key="eval_feature", format_func=
                        disabled=len(choices) == 1,
                        help="Score one branch on its own without retraining; the first choice is the run's own. "
                             "A run without an erasing branch has only the global one.")
-rep = mv.report(t, rerank=rerank, flip=flip, feature=feature)
+feature_arg = None if feature == choices[0] else feature  # the run's own: share the other pages' cached model
+rep = mv.report(t, rerank=rerank, flip=flip, feature=feature_arg)
 label = "re-ranked" if rerank else "cosine"
 st.dataframe(mv.metrics_table(rep.summary, label), hide_index=True, width="stretch",
              column_config={k: st.column_config.NumberColumn(f"{k} (%)", format="%.2f")
@@ -27,7 +28,7 @@ for path, reason in rep.skipped:
 
 curves = {label: rep.cmc}
 if rerank:
-    curves = {"cosine": mv.report(t, flip=flip, feature=feature).cmc, **curves}
+    curves = {"cosine": mv.report(t, flip=flip, feature=feature_arg).cmc, **curves}
 left, right = st.columns(2)
 with left:
     st.subheader("CMC")
