@@ -158,6 +158,7 @@ def _row(run: Path) -> dict:
     evals = [r for r in records if "eval" in r]
     final = json.loads((run / "eval.json").read_text()) if (run / "eval.json").exists() else evals[-1]["eval"]
     meta = json.loads((run / "meta.json").read_text())
+    config = json.loads((run / "config.json").read_text())
     last = records[-1]
     p = last.get("p") or {}
     return {
@@ -170,7 +171,8 @@ def _row(run: Path) -> dict:
         "cmc": final.get("cmc", evals[-1]["eval"].get("cmc", []))[:20],
         "num_query": final.get("num_query"), "num_gallery": final.get("num_gallery"),
         "num_train_images": meta.get("num_train_images"),
-        "test_feature": json.loads((run / "config.json").read_text())["model"]["test_feature"],
+        "test_feature": config["model"]["test_feature"],
+        "config": config,
     }
 
 
@@ -210,7 +212,7 @@ def _pilot_table(pilots: Path) -> str:
     commands = []
     for run in runs:
         r = _row(run)
-        cfg = json.loads((run / "config.json").read_text())
+        cfg = r["config"]
         iters = cfg["train"].get("max_iters_per_epoch") or "all"
         lines.append(f"| {run.name} | {cfg['optim']['lr']:g} | {r['num_train_images']:,} | {iters} | "
                      f"{r['epochs']} | {100 * r['R1']:.1f} | {100 * r['mAP']:.1f} | {100 * r['mINP']:.1f} |")

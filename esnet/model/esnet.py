@@ -140,8 +140,8 @@ class ESNet(nn.Module):
                 if isinstance(m, nn.Conv2d):
                     nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             self.erase_head = Head(c, num_classes, cfg.pool, cfg.p_init)
-        self.embedding_dim = c  # set_test_feature below makes it 2c for concat
-        self.set_test_feature(cfg.test_feature)
+        self.embedding_dim: int
+        self.set_test_feature(cfg.test_feature)  # sets embedding_dim: c, or 2c for concat
         self.erasing_generator: torch.Generator | None = None
 
     def set_test_feature(self, name: str) -> None:
