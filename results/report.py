@@ -46,11 +46,15 @@ ROWS = {  # run directory name -> what the row tests
     "d_esnet_max": "(d) ES-Net, max pooling",
     "e_random_p": "(e) random-block erasing, P-pooling",
     "f_esnet_p_seed1": "(f) ES-Net, P-pooling, seed 1",
+    "a_baseline_repeat": "(a) again: the same command run a second time",
+    "g_esnet_p_block2": "(g) ES-Net, P-pooling, 2-row block (erase_height 0.25)",
 }
 
 BASELINE = "a_baseline"
 SEED_PAIR = ("b_esnet_p", "f_esnet_p_seed1")
 """The two runs whose difference is the seed noise (same command, seeds 0 and 1)."""
+REPEAT = ("a_baseline", "a_baseline_repeat")
+"""A row and the same command run again: does the row reproduce within the seed noise?"""
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -176,6 +180,18 @@ def _row(run: Path) -> dict:
     }
 
 
+def _reproduction(first: dict, again: dict, seed0: dict | None, seed1: dict | None) -> str:
+    """One line: how far the second run of a command lands from the first, against the seed noise."""
+    d = {k: 100 * (again[k] - first[k]) for k in ("mAP", "R1", "mINP")}
+    line = (f"Reproduction, {again['name']} − {first['name']} (the same command run again): "
+            f"mAP {d['mAP']:+.1f}, R1 {d['R1']:+.1f}, mINP {d['mINP']:+.1f}")
+    if seed0 is None or seed1 is None:
+        return line + "."
+    band = 100 * abs(seed1["mAP"] - seed0["mAP"])
+    where = "inside" if abs(d["mAP"]) <= band else "outside"
+    return line + f"; {where} the seed noise ({band:.1f} mAP between the two seeds)."
+
+
 def _plots(rows: list[dict], out: Path) -> list[str]:
     """mAP over epochs and the final CMC of every row, as PNGs in ``out``; returns their names."""
     import matplotlib
@@ -245,6 +261,9 @@ def render(results: Path = RESULTS, readme: Path = REPO / "README.md", pilots: P
             mean = (a["mAP"] + b["mAP"]) / 2
             table += (f" Mean mAP of {SEED_PAIR[0]} and {SEED_PAIR[1]} {100 * mean:.2f}, {100 * (mean - base['mAP']):+.2f} against (a); "
                       f"the two seeds are {100 * abs(b['mAP'] - a['mAP']):.1f} apart.")
+    if REPEAT[0] in by_name and REPEAT[1] in by_name:
+        table += "\n\n" + _reproduction(by_name[REPEAT[0]], by_name[REPEAT[1]],
+                                        *(by_name.get(n) for n in SEED_PAIR))
     commands = "\n".join(f"# {r['name']}\n{r['command']}" for r in rows)
     plots = _plots(rows, results) if rows else []
     body = (f"{table}\n\nCommands (`$MARKET` = the unpacked Market-1501 with one augmented training copy, "

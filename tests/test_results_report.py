@@ -128,3 +128,24 @@ def test_branch_evals_get_a_table_with_their_commands(report, tmp_path, capsys) 
         report.add_eval(out, tmp_path / "old.json")
     with pytest.raises(SystemExit, match="not a collected run"):
         report.add_eval(tmp_path / "nowhere", tmp_path / "global.json")
+
+
+@pytest.mark.parametrize("repeat, seed1, where", [("baseline-avg", "esnet-avg", "inside"),   # 0 vs 1.4 apart
+                                                  ("esnet-max", "esnet-p", "outside")])      # 9.3 vs 0
+def test_reproduction_line_compares_the_repeat_with_the_seed_noise(report, tmp_path, repeat, seed1, where) -> None:
+    demo = ROOT / "assets" / "demo_runs"
+    (tmp_path / "results").mkdir()
+    runs = (("baseline-avg", "a_baseline"), (repeat, "a_baseline_repeat"), ("esnet-p", "b_esnet_p"),
+            (seed1, "f_esnet_p_seed1"))
+    for src, name in runs:
+        report.collect(demo / src, None, out_root=tmp_path / "collected").rename(tmp_path / "results" / name)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{report.START}\n{report.END}\n")
+    table = report.render(tmp_path / "results", readme, pilots=tmp_path / "no-pilots")
+    a, again, b, f = (_final_eval(demo / src) for src, _ in runs)
+    d = 100 * (again["mAP"] - a["mAP"])
+    band = 100 * abs(f["mAP"] - b["mAP"])
+    assert (f"Reproduction, a_baseline_repeat − a_baseline (the same command run again): mAP {d:+.1f}, "
+            f"R1 {100 * (again['R1'] - a['R1']):+.1f}") in table
+    assert f"; {where} the seed noise ({band:.1f} mAP between the two seeds)." in table
+    assert "| (a) again: the same command run a second time |" in table
