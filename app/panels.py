@@ -143,6 +143,22 @@ def probe_caption(frame: api.ErasingFrame, index: int) -> str:
     return f"#{index} · id {frame.pid} · cam {frame.camid} · erased rows {top}–{top + h - 1}"
 
 
+def block_meaning(model: dict[str, Any], epoch: int) -> str | None:
+    """What the outlined block is at ``epoch`` for a run's ``model`` config section, or None
+    when it is exactly what the erasing branch dropped (salient erasing, already started)."""
+    erasing = model.get("erasing", "salient")
+    would = "the block shown is where salient erasing would drop it (the CAM's peak)"
+    if erasing == "off":
+        return f"This run has no erasing branch (baseline): {would}."
+    if erasing == "random":
+        return f"This run erased a random block of the same size: {would}."
+    start = int(model.get("erase_from_epoch", 1))
+    if epoch < start:
+        return (f"Erasing starts at epoch {start} (model.erase_from_epoch): at epoch {epoch} the erasing branch "
+                f"still saw the whole map, so {would}.")
+    return None
+
+
 def probe_detail(frame: api.ErasingFrame, index: int, epoch: int) -> None:
     """Image, CAM overlay and erased view of one probe side by side."""
     shape = frame.heat.shape

@@ -93,6 +93,8 @@ class ModelConfig:
         p_init: initial exponent of P-pooling.
         erasing: ``salient`` (ES-Net), ``random`` (same-size random block) or ``off`` (baseline).
         erase_height, erase_width: erased block size as fractions of the feature map.
+        erase_from_epoch: the first (1-based) epoch that erases a block; before it the erasing
+            branch trains on the whole map, while the global branch's CAM is still young.
         test_feature: the test embedding: ``concat`` (global + erasing branch), ``global`` or
             ``erase`` (the erasing branch alone; needs erasing != ``off``).
     """
@@ -105,6 +107,7 @@ class ModelConfig:
     erasing: str = "salient"
     erase_height: float = 1.0 / 3.0
     erase_width: float = 1.0
+    erase_from_epoch: int = 1
     test_feature: str = "concat"
 
     def __post_init__(self) -> None:
@@ -117,6 +120,8 @@ class ModelConfig:
             raise ValueError(f"model.p_init must be a finite number >= 1, got {self.p_init!r}")
         _check_fraction("model.erase_height", self.erase_height)
         _check_fraction("model.erase_width", self.erase_width)
+        if self.erase_from_epoch < 1:
+            raise ValueError(f"model.erase_from_epoch must be an epoch >= 1, got {self.erase_from_epoch!r}")
         if self.erasing == "off" and self.test_feature == "concat":
             # Only one branch exists; concat degenerates to global. Normalise so the
             # resolved config says what actually runs.
@@ -207,6 +212,11 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        if self.model.erasing != "off" and self.model.erase_from_epoch > self.optim.epochs:
+            raise ValueError(f"model.erase_from_epoch {self.model.erase_from_epoch} is after the last epoch "
+                             f"(optim.epochs {self.optim.epochs}): nothing would be erased; it must be <= optim.epochs")
 
 
 _SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}

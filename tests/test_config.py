@@ -52,6 +52,8 @@ def test_partial_file_fills_defaults(tmp_path) -> None:
         ({"optim.epochs": 2.5}, r"optim.epochs must be an integer, got 2.5"),
         ({"train.device": "tpu"}, r"train.device must be one of \['auto', 'cpu', 'cuda'\], got 'tpu'"),
         ({"train.amp": "maybe"}, r"train.amp must be true or false, got 'maybe'"),
+        ({"model.erase_from_epoch": 0}, r"model.erase_from_epoch must be an epoch >= 1, got 0"),
+        ({"model.erase_from_epoch": 121}, r"model.erase_from_epoch 121 is after the last epoch \(optim.epochs 120\)"),
         ({"model.colour": 1}, r"unknown key 'model.colour'"),
         ({"nothing": 1}, r"override key must be 'section.key'"),
     ],
@@ -82,3 +84,9 @@ def test_frozen_and_erasing_off_normalises_test_feature() -> None:
     assert off.model.test_feature == "global"
     with pytest.raises(ValueError, match=r"model.test_feature 'erase' needs an erasing branch"):
         C.override(cfg, {"model.erasing": "off", "model.test_feature": "erase"})
+
+
+def test_erase_from_epoch_is_free_without_erasing() -> None:
+    cfg = C.override(C.Config(), {"model.erasing": "off", "model.erase_from_epoch": 500})
+    assert cfg.model.erase_from_epoch == 500  # no erasing branch: nothing to start
+    assert C.Config().model.erase_from_epoch == 1  # ES-Net erases from the first epoch

@@ -199,6 +199,26 @@ def test_random_erasing_is_reproducible_with_a_generator():
     assert torch.equal(masks[0], masks[1]) and masks[0].sum(dim=(1, 2)).tolist() == [2.0] * 4
 
 
+@pytest.mark.parametrize("erasing", ["salient", "random"])
+def test_inactive_erasing_keeps_the_whole_map(erasing):
+    model = _model(erasing=erasing).train()
+    x, pids = _batch(4)
+    seen = {}
+    hook = model.erase_head.pool.register_forward_hook(lambda m, inputs, out: seen.update(map=inputs[0].detach()))
+    model.erasing_active = False
+    model.erasing_generator = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        out = model(x, pids)
+        refined = model.erase_bottleneck(model.forward_features(x))
+    hook.remove()
+    assert out.erase_mask.shape == (4, 4, 2) and float(out.erase_mask.abs().sum()) == 0.0
+    torch.testing.assert_close(seen["map"], refined)  # nothing dropped: the pool sees F' itself
+    assert float((refined.abs().sum(dim=1) > 0).float().mean()) > 0.5  # ... which is not already zero
+    model.erasing_active = True
+    with torch.no_grad():
+        assert model(x, pids).erase_mask.sum(dim=(1, 2)).tolist() == [2.0] * 4
+
+
 def test_erasing_replay_has_no_side_effects():
     model = _model(erasing="salient").train()
     x, pids = _batch()

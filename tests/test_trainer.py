@@ -350,3 +350,19 @@ def test_failure_before_the_first_epoch_marks_the_run_failed(market: Path, tmp_p
     assert (status.state, status.epoch, status.total_epochs) == ("failed", 0, 2)
     assert status.error.startswith("esnet.data.images.ImageError: cannot use image")
     assert not (out / ".lock").exists()
+
+
+def test_erasing_starts_at_erase_from_epoch(market: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = trainer.total_loss
+    fractions: list[float] = []  # per training step: the erased fraction of the batch's feature maps
+
+    def record(out, pids, cfg):
+        fractions.append(float(out.erase_mask.mean()))
+        return real(out, pids, cfg)
+
+    monkeypatch.setattr(trainer, "total_loss", record)
+    cfg = tiny_config(market, **{"model.erase_from_epoch": 2, "train.eval_every": 0, "train.probe_count": 0})
+    train_run(cfg, tmp_path / "run")
+    assert len(fractions) == 4  # 2 epochs x 2 iterations
+    assert fractions[:2] == [0.0, 0.0]  # epoch 1: the erasing branch sees the whole map
+    assert fractions[2] > 0 and fractions[3] == fractions[2]  # epoch 2: the same-size block in every image

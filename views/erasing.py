@@ -26,6 +26,13 @@ if missing:
     st.info(f"Probe images unavailable for {missing} of {len(frames)} probes: the run ships without "
             f"probes/images and they are not {where}. CAMs are drawn on grey; set the dataset root in the sidebar.")
 
+try:
+    meaning = panels.block_meaning(api.read_run_config(path)["model"], epoch)
+except api.RunDirError:
+    meaning = None  # the header already shows the run; an unreadable config leaves the plain view
+if meaning:
+    st.info(meaning)
+
 one, grid, hist = st.tabs(["One probe", "All probes", "Block positions"])
 with one:
     i = st.selectbox("Probe", range(len(frames)), key="erasing.probe",

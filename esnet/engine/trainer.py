@@ -159,6 +159,8 @@ def train_one_epoch(
     n_iters = min(len(loader), cap) if cap else len(loader)
     lr = float(optimizer.param_groups[0]["lr"])
     net = unwrap(model)
+    if net.erase_head is not None:
+        net.erasing_active = epoch + 1 >= cfg.model.erase_from_epoch
     model.train()
     sums: dict[str, torch.Tensor] = {}
     correct = {"global": torch.zeros((), device=device)}

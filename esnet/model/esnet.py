@@ -40,7 +40,7 @@ class ESNetOutput:
         cam: (B, h, w) float32 train only, when pids are given: global-branch CAM of the
             ground-truth id, min-max scaled to [0, 1] per image, detached.
         erase_mask: (B, h, w) float32 train only, erasing != ``off``: 1.0 inside the
-            erased block.
+            erased block; all 0 while ``erasing_active`` is False.
     """
 
     embedding: torch.Tensor
@@ -121,6 +121,8 @@ class ESNet(nn.Module):
         embedding_dim: D of ``ESNetOutput.embedding``.
         erasing_generator: optional CPU ``torch.Generator`` for ``erasing="random"``; when
             None the global CPU generator is used (the CLI seeds it).
+        erasing_active: False keeps the whole map in the erasing branch (no block dropped);
+            the trainer sets it per epoch from ``cfg.erase_from_epoch``.
     """
 
     def __init__(self, cfg: ModelConfig, num_classes: int) -> None:
@@ -143,6 +145,7 @@ class ESNet(nn.Module):
         self.embedding_dim: int
         self.set_test_feature(cfg.test_feature)  # sets embedding_dim: c, or 2c for concat
         self.erasing_generator: torch.Generator | None = None
+        self.erasing_active = True
 
     def set_test_feature(self, name: str) -> None:
         """Choose the test embedding (``concat``, ``global`` or ``erase``) without retraining.
@@ -249,12 +252,15 @@ class ESNet(nn.Module):
 
         assert self.erase_bottleneck is not None
         bh, bw = self.erase_block_size(h, w)
-        if self.cfg.erasing == "salient":
-            assert cam is not None
-            boxes = salient_box(cam, bh, bw)  # (B, 4)
+        if not self.erasing_active:
+            mask = fmap.new_zeros((b, h, w), dtype=torch.float32)
         else:
-            boxes = random_box(b, h, w, bh, bw, generator=self.erasing_generator, device=fmap.device)
-        mask = box_mask(boxes, h, w)  # (B, h, w)
+            if self.cfg.erasing == "salient":
+                assert cam is not None
+                boxes = salient_box(cam, bh, bw)  # (B, 4)
+            else:
+                boxes = random_box(b, h, w, bh, bw, generator=self.erasing_generator, device=fmap.device)
+            mask = box_mask(boxes, h, w)  # (B, h, w)
         refined = self.erase_bottleneck(fmap)  # F': (B, C, h, w)
         erased = refined * (1.0 - mask).to(refined.dtype)[:, None]  # (B, C, h, w)
         e_feat = self.erase_head.pool(erased)  # (B, C)

@@ -98,3 +98,25 @@ def test_unreadable_epoch_record_gives_a_warning(tmp_path, demo_root, monkeypatc
     at.select_slider(key="erasing.epoch").set_value(2).run()
     assert not at.exception, at.exception
     assert any("Epoch 2 cannot be shown" in w.value for w in at.warning)
+
+
+def test_the_note_says_what_the_block_is(tmp_path, demo_root, monkeypatch) -> None:
+    from esnet.config import override
+    from esnet.engine import rundir
+
+    late = make_run(tmp_path / "runs" / "late")
+    rundir.write_config(late, override(rundir.read_config(late), {"model.erase_from_epoch": 3}))
+    at = open_app(monkeypatch, tmp_path / "runs", demo_root, PAGE)
+    assert not at.exception, at.exception
+    assert not at.info  # epoch 4: the block shown is the one dropped
+    at.select_slider(key="erasing.epoch").set_value(2).run()
+    assert [i.value for i in at.info] == [
+        "Erasing starts at epoch 3 (model.erase_from_epoch): at epoch 2 the erasing branch still saw the whole "
+        "map, so the block shown is where salient erasing would drop it (the CAM's peak)."]
+
+    for erasing, start in (("random", "This run erased a random block"), ("off", "This run has no erasing branch")):
+        shutil.rmtree(tmp_path / "runs")
+        make_run(tmp_path / "runs" / erasing, erasing=erasing)
+        at = open_app(monkeypatch, tmp_path / "runs", demo_root, PAGE)
+        assert not at.exception, at.exception
+        assert len(at.info) == 1 and at.info[0].value.startswith(start), [i.value for i in at.info]
