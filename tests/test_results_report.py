@@ -147,5 +147,24 @@ def test_reproduction_line_compares_the_repeat_with_the_seed_noise(report, tmp_p
     band = 100 * abs(f["mAP"] - b["mAP"])
     assert (f"Reproduction, a_baseline_repeat − a_baseline (the same command run again): mAP {d:+.1f}, "
             f"R1 {100 * (again['R1'] - a['R1']):+.1f}") in table
-    assert f"; {where} the seed noise ({band:.1f} mAP between the two seeds)." in table
+    assert f"; {where} the seed noise (two seeds of one command differ by up to {band:.1f} mAP)." in table
     assert "| (a) again: the same command run a second time |" in table
+
+
+def test_each_seed_pair_gets_its_line_and_the_band_is_the_widest(report, tmp_path) -> None:
+    demo = ROOT / "assets" / "demo_runs"
+    (tmp_path / "results").mkdir()
+    runs = (("baseline-avg", "a_baseline"), ("baseline-avg", "a_baseline_repeat"), ("esnet-p", "b_esnet_p"),
+            ("esnet-p", "f_esnet_p_seed1"), ("esnet-avg", "c_esnet_avg"), ("esnet-max", "g_esnet_avg_seed1"))
+    for src, name in runs:
+        report.collect(demo / src, None, out_root=tmp_path / "collected").rename(tmp_path / "results" / name)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{report.START}\n{report.END}\n")
+    table = report.render(tmp_path / "results", readme, pilots=tmp_path / "no-pilots")
+    base, avg, mx = (_final_eval(demo / n) for n in ("baseline-avg", "esnet-avg", "esnet-max"))
+    assert "f_esnet_p_seed1 − b_esnet_p (same command, seed 1 vs 0): mAP +0.0" in table
+    assert f"g_esnet_avg_seed1 − c_esnet_avg (same command, seed 1 vs 0): mAP {100 * (mx['mAP'] - avg['mAP']):+.1f}" in table
+    mean = (avg["mAP"] + mx["mAP"]) / 2
+    assert f"Mean mAP of c_esnet_avg and g_esnet_avg_seed1 {100 * mean:.2f}, {100 * (mean - base['mAP']):+.2f}" in table
+    band = 100 * abs(mx["mAP"] - avg["mAP"])  # 10.8 > the P pair's 0.0
+    assert f"mAP +0.0, R1 +0.0, mINP +0.0; inside the seed noise (two seeds of one command differ by up to {band:.1f} mAP)" in table
