@@ -196,6 +196,16 @@ def test_erasing_inspector_epoch_slider_moves_the_epoch(app: Page, visited: dict
     _settle(app)
     _assert_no_exception(app)
 
+    # A baseline run has no erasing branch: the page says what its outlined block means.
+    _select_run(app, "baseline-avg")
+    try:
+        expect(app.get_by_test_id("stAlertContentInfo").filter(has_text="This run has no erasing branch")
+               ).to_be_visible(timeout=RERUN_MS)
+        _assert_no_exception(app)
+        _screenshot(app, "erasing_baseline")
+    finally:
+        _select_run(app, RUN)
+
 
 def test_pooling_comparison_switches_runs(app: Page, visited: dict[str, float]) -> None:
     _visit(app, "Pooling comparison", visited)
