@@ -48,7 +48,8 @@ ROWS = {  # run directory name -> what the row tests
     "f_esnet_p_seed1": "(f) ES-Net, P-pooling, seed 1",
     "g_esnet_avg_seed1": "(g) ES-Net, avg pooling, seed 1",
     "a_baseline_repeat": "(a) again: the same command run a second time",
-    "h_esnet_p_block2": "(h) ES-Net, P-pooling, 2-row block (erase_height 0.25)",
+    "h_random_avg": "(h) random-block erasing, avg pooling",
+    "i_esnet_avg_block2": "(i) ES-Net, avg pooling, 2-row block (erase_height 0.25)",
 }
 
 BASELINE = "a_baseline"
