@@ -144,15 +144,16 @@ def probe_caption(frame: api.ErasingFrame, index: int) -> str:
 
 
 def block_meaning(model: dict[str, Any], epoch: int) -> str | None:
-    """What the outlined block is at ``epoch`` for a run's ``model`` config section, or None
-    when it is exactly what the erasing branch dropped (salient erasing, already started)."""
-    erasing = model.get("erasing", "salient")
+    """What the outlined block is at ``epoch`` for a run's ``model`` config section (as
+    ``api.read_run_config`` returns it, every key present), or None when it is exactly what the
+    erasing branch dropped (salient erasing, already started)."""
+    erasing = model["erasing"]
     would = "the block shown is where salient erasing would drop it (the CAM's peak)"
     if erasing == "off":
         return f"This run has no erasing branch (baseline): {would}."
     if erasing == "random":
         return f"This run erased a random block of the same size: {would}."
-    start = int(model.get("erase_from_epoch", 1))
+    start = model["erase_from_epoch"]
     if epoch < start:
         return (f"Erasing starts at epoch {start} (model.erase_from_epoch): at epoch {epoch} the erasing branch "
                 f"still saw the whole map, so {would}.")

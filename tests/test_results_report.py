@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO_RUN = ROOT / "assets" / "demo_runs" / "esnet-p"
+DEMO_RUNS = ROOT / "assets" / "demo_runs"
+DEMO_RUN = DEMO_RUNS / "esnet-p"
 
 
 @pytest.fixture(scope="module")
@@ -72,15 +73,20 @@ def _final_eval(run: Path) -> dict:
     return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if '"eval"' in x][-1]["eval"]
 
 
-def test_table_has_the_map_gain_over_the_baseline_and_the_seed_noise(report, tmp_path) -> None:
-    demo = ROOT / "assets" / "demo_runs"
+def _render_demo_runs_as(report, tmp_path: Path, runs) -> str:
+    """Collect demo runs under result names ((demo run, name) pairs) and render; returns the table."""
     (tmp_path / "results").mkdir()
-    for src, name in (("baseline-avg", "a_baseline"), ("esnet-p", "b_esnet_p"), ("esnet-avg", "f_esnet_p_seed1")):
-        report.collect(demo / src, None, out_root=tmp_path / "collected").rename(tmp_path / "results" / name)
+    for src, name in runs:
+        report.collect(DEMO_RUNS / src, None, out_root=tmp_path / "collected").rename(tmp_path / "results" / name)
     readme = tmp_path / "README.md"
     readme.write_text(f"{report.START}\n{report.END}\n")
-    table = report.render(tmp_path / "results", readme, pilots=tmp_path / "no-pilots")
-    base, b, f = (_final_eval(demo / n) for n in ("baseline-avg", "esnet-p", "esnet-avg"))
+    return report.render(tmp_path / "results", readme, pilots=tmp_path / "no-pilots")
+
+
+def test_table_has_the_map_gain_over_the_baseline_and_the_seed_noise(report, tmp_path) -> None:
+    table = _render_demo_runs_as(report, tmp_path, (("baseline-avg", "a_baseline"), ("esnet-p", "b_esnet_p"),
+                                                    ("esnet-avg", "f_esnet_p_seed1")))
+    base, b, f = (_final_eval(DEMO_RUNS / n) for n in ("baseline-avg", "esnet-p", "esnet-avg"))
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")] for line in table.splitlines()
             if line.startswith("| (")}
     assert rows["(a) baseline: no erasing, avg pooling (BoT-style)"][6] == "–"
@@ -97,7 +103,7 @@ def test_branch_evals_get_a_table_with_their_commands(report, tmp_path, capsys) 
     demo_data = ROOT / "assets" / "demo_data"
     api.ensure_demo_data(demo_data)
     out = report.collect(DEMO_RUN, None, out_root=tmp_path / "results")
-    baseline = ROOT / "assets" / "demo_runs" / "baseline-avg"
+    baseline = DEMO_RUNS / "baseline-avg"
     report.collect(baseline, None, out_root=tmp_path / "collected").rename(tmp_path / "results" / "a_baseline")
     for feature in ("global", "erase"):
         code = cli.main(["eval", "--checkpoint", str(DEMO_RUN), "--dataset", "demo", "--root", str(demo_data),
@@ -133,16 +139,10 @@ def test_branch_evals_get_a_table_with_their_commands(report, tmp_path, capsys) 
 @pytest.mark.parametrize("repeat, seed1, where", [("baseline-avg", "esnet-avg", "inside"),   # 0 vs 1.4 apart
                                                   ("esnet-max", "esnet-p", "outside")])      # 9.3 vs 0
 def test_reproduction_line_compares_the_repeat_with_the_seed_noise(report, tmp_path, repeat, seed1, where) -> None:
-    demo = ROOT / "assets" / "demo_runs"
-    (tmp_path / "results").mkdir()
     runs = (("baseline-avg", "a_baseline"), (repeat, "a_baseline_repeat"), ("esnet-p", "b_esnet_p"),
             (seed1, "f_esnet_p_seed1"))
-    for src, name in runs:
-        report.collect(demo / src, None, out_root=tmp_path / "collected").rename(tmp_path / "results" / name)
-    readme = tmp_path / "README.md"
-    readme.write_text(f"{report.START}\n{report.END}\n")
-    table = report.render(tmp_path / "results", readme, pilots=tmp_path / "no-pilots")
-    a, again, b, f = (_final_eval(demo / src) for src, _ in runs)
+    table = _render_demo_runs_as(report, tmp_path, runs)
+    a, again, b, f = (_final_eval(DEMO_RUNS / src) for src, _ in runs)
     d = 100 * (again["mAP"] - a["mAP"])
     band = 100 * abs(f["mAP"] - b["mAP"])
     assert (f"Reproduction, a_baseline_repeat − a_baseline (the same command run again): mAP {d:+.1f}, "
@@ -152,16 +152,10 @@ def test_reproduction_line_compares_the_repeat_with_the_seed_noise(report, tmp_p
 
 
 def test_each_seed_pair_gets_its_line_and_the_band_is_the_widest(report, tmp_path) -> None:
-    demo = ROOT / "assets" / "demo_runs"
-    (tmp_path / "results").mkdir()
     runs = (("baseline-avg", "a_baseline"), ("baseline-avg", "a_baseline_repeat"), ("esnet-p", "b_esnet_p"),
             ("esnet-p", "f_esnet_p_seed1"), ("esnet-avg", "c_esnet_avg"), ("esnet-max", "g_esnet_avg_seed1"))
-    for src, name in runs:
-        report.collect(demo / src, None, out_root=tmp_path / "collected").rename(tmp_path / "results" / name)
-    readme = tmp_path / "README.md"
-    readme.write_text(f"{report.START}\n{report.END}\n")
-    table = report.render(tmp_path / "results", readme, pilots=tmp_path / "no-pilots")
-    base, avg, mx = (_final_eval(demo / n) for n in ("baseline-avg", "esnet-avg", "esnet-max"))
+    table = _render_demo_runs_as(report, tmp_path, runs)
+    base, avg, mx = (_final_eval(DEMO_RUNS / n) for n in ("baseline-avg", "esnet-avg", "esnet-max"))
     assert "f_esnet_p_seed1 − b_esnet_p (same command, seed 1 vs 0): mAP +0.0" in table
     assert f"g_esnet_avg_seed1 − c_esnet_avg (same command, seed 1 vs 0): mAP {100 * (mx['mAP'] - avg['mAP']):+.1f}" in table
     mean = (avg["mAP"] + mx["mAP"]) / 2

@@ -253,14 +253,12 @@ class ESNet(nn.Module):
         assert self.erase_bottleneck is not None
         bh, bw = self.erase_block_size(h, w)
         if not self.erasing_active:
-            mask = fmap.new_zeros((b, h, w), dtype=torch.float32)
+            mask = fmap.new_zeros((b, h, w), dtype=torch.float32)  # (B, h, w): nothing dropped
+        elif self.cfg.erasing == "salient":
+            assert cam is not None
+            mask = box_mask(salient_box(cam, bh, bw), h, w)  # (B, h, w)
         else:
-            if self.cfg.erasing == "salient":
-                assert cam is not None
-                boxes = salient_box(cam, bh, bw)  # (B, 4)
-            else:
-                boxes = random_box(b, h, w, bh, bw, generator=self.erasing_generator, device=fmap.device)
-            mask = box_mask(boxes, h, w)  # (B, h, w)
+            mask = box_mask(random_box(b, h, w, bh, bw, generator=self.erasing_generator, device=fmap.device), h, w)
         refined = self.erase_bottleneck(fmap)  # F': (B, C, h, w)
         erased = refined * (1.0 - mask).to(refined.dtype)[:, None]  # (B, C, h, w)
         e_feat = self.erase_head.pool(erased)  # (B, C)
