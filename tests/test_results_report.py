@@ -162,3 +162,18 @@ def test_each_seed_pair_gets_its_line_and_the_band_is_the_widest(report, tmp_pat
     assert f"Mean mAP of c_esnet_avg and g_esnet_avg_seed1 {100 * mean:.2f}, {100 * (mean - base['mAP']):+.2f}" in table
     band = 100 * abs(mx["mAP"] - avg["mAP"])  # 10.8 > the P pair's 0.0
     assert f"mAP +0.0, R1 +0.0, mINP +0.0; inside the seed noise (two seeds of one command differ by up to {band:.1f} mAP)" in table
+
+
+def test_with_the_baselines_second_seed_the_pairs_are_compared_with_the_baselines_mean(report, tmp_path) -> None:
+    runs = (("baseline-avg", "a_baseline"), ("esnet-max", "j_baseline_seed1"), ("esnet-p", "b_esnet_p"),
+            ("esnet-avg", "f_esnet_p_seed1"))
+    table = _render_demo_runs_as(report, tmp_path, runs)
+    a, j, b, f = (_final_eval(DEMO_RUNS / src) for src, _ in runs)
+    base_mean, mean = (a["mAP"] + j["mAP"]) / 2, (b["mAP"] + f["mAP"]) / 2
+    assert (f"j_baseline_seed1 − a_baseline (same command, seed 1 vs 0): mAP {100 * (j['mAP'] - a['mAP']):+.1f}, "
+            f"R1 {100 * (j['R1'] - a['R1']):+.1f}, mINP {100 * (j['mINP'] - a['mINP']):+.1f}. "
+            f"Mean mAP of a_baseline and j_baseline_seed1 {100 * base_mean:.2f}.") in table
+    assert (f"Mean mAP of b_esnet_p and f_esnet_p_seed1 {100 * mean:.2f}, {100 * (mean - base_mean):+.2f} against "
+            f"the baseline's two seeds (mean {100 * base_mean:.2f}); each pair's seeds are "
+            f"{100 * abs(f['mAP'] - b['mAP']):.1f} and {100 * abs(j['mAP'] - a['mAP']):.1f} apart.") in table
+    assert "| (j) baseline, seed 1 |" in table and "against (a)" not in table
