@@ -198,12 +198,22 @@ def _reproduction(first: dict, again: dict, seed_pairs: list[tuple[dict, dict]])
     return line + f"; {where} the seed noise (two seeds of one command differ by up to {band:.1f} mAP)."
 
 
+def _line_styles(names: list[str], palette: list[str]) -> dict[str, tuple[str, str]]:
+    """Colour and line style per run: a second seed or a repeat is dashed in its first run's colour,
+    so each pair reads as one; every other run gets the next palette colour, solid."""
+    partner = {again: first for first, again in (*SEED_PAIRS, REPEAT) if first in names}
+    colours = iter(palette * (len(names) // len(palette) + 1))
+    own = {n: next(colours) for n in names if n not in partner}
+    return {n: (own[partner[n]], "--") if n in partner else (own[n], "-") for n in names}
+
+
 def _plots(rows: list[dict], out: Path) -> list[str]:
     """mAP over epochs and the final CMC of every row, as PNGs in ``out``; returns their names."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     charts = (
         ("map_over_epochs.png", "epoch", "mAP (%)", "Market-1501 mAP during training", "o",
@@ -211,13 +221,16 @@ def _plots(rows: list[dict], out: Path) -> list[str]:
         ("cmc.png", "rank", "matching rate (%)", "Market-1501 CMC (final epoch)", ".",
          lambda r: (range(1, len(r["cmc"]) + 1), [100 * v for v in r["cmc"]])),
     )
+    style = _line_styles([r["name"] for r in rows], plt.rcParams["axes.prop_cycle"].by_key()["color"])
     for name, xlabel, ylabel, title, marker, series in charts:
-        fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
+        fig, ax = plt.subplots(figsize=(7.6, 3.8), dpi=110)
         for r in rows:
-            ax.plot(*series(r), marker=marker, label=r["name"])
+            c, ls = style[r["name"]]
+            ax.plot(*series(r), marker=marker, color=c, linestyle=ls, label=r["name"])
         ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs and ranks are whole numbers
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         fig.tight_layout()
         fig.savefig(out / name)
         plt.close(fig)

@@ -177,3 +177,12 @@ def test_with_the_baselines_second_seed_the_pairs_are_compared_with_the_baseline
             f"the baseline's two seeds (mean {100 * base_mean:.2f}); each pair's seeds are "
             f"{100 * abs(f['mAP'] - b['mAP']):.1f} and {100 * abs(j['mAP'] - a['mAP']):.1f} apart.") in table
     assert "| (j) baseline, seed 1 |" in table and "against (a)" not in table
+
+
+def test_a_second_seed_or_a_repeat_is_dashed_in_its_first_runs_colour(report) -> None:
+    names = ["a_baseline", "b_esnet_p", "f_esnet_p_seed1", "a_baseline_repeat", "g_esnet_avg_seed1", "x"]
+    style = report._line_styles(names, ["red", "green", "blue"])
+    assert style["a_baseline"] == ("red", "-") and style["b_esnet_p"] == ("green", "-")
+    assert style["f_esnet_p_seed1"] == ("green", "--") and style["a_baseline_repeat"] == ("red", "--")
+    assert style["g_esnet_avg_seed1"] == ("blue", "-")  # its first run (c) is not plotted: a run of its own
+    assert style["x"] == ("red", "-")                   # the palette wraps
