@@ -48,9 +48,9 @@ ROWS = {  # run directory name -> what the row tests
     "f_esnet_p_seed1": "(f) ES-Net, P-pooling, seed 1",
     "g_esnet_avg_seed1": "(g) ES-Net, avg pooling, seed 1",
     "a_baseline_repeat": "(a) again: the same command run a second time",
-    "j_baseline_seed1": "(j) baseline, seed 1",
     "h_random_avg": "(h) random-block erasing, avg pooling",
     "i_esnet_avg_block2": "(i) ES-Net, avg pooling, 2-row block (erase_height 0.25)",
+    "j_baseline_seed1": "(j) baseline, seed 1",
 }
 
 BASELINE = "a_baseline"
