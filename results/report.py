@@ -272,23 +272,22 @@ def render(results: Path = RESULTS, readme: Path = REPO / "README.md", pilots: P
     table = "\n".join(lines)
     by_name = {r["name"]: r for r in rows}
     pairs = [(by_name[x], by_name[y]) for x, y in SEED_PAIRS if x in by_name and y in by_name]
+    # what each pair's mean is compared with: the baseline's two-seed mean once its pair exists, else (a)
     base_pair = next((pair for pair in pairs if pair[0] is base), None)
-    base_mean = (base_pair[0]["mAP"] + base_pair[1]["mAP"]) / 2 if base_pair else None
+    if base_pair is not None:
+        reference = (base_pair[0]["mAP"] + base_pair[1]["mAP"]) / 2
+        against = f"against the baseline's two seeds (mean {100 * reference:.2f}); each pair's seeds are"
+        base_apart = f" and {100 * abs(base_pair[1]['mAP'] - base_pair[0]['mAP']):.1f}"
+    elif base is not None:
+        reference, against, base_apart = base["mAP"], "against (a); the two seeds are", ""
     for a, b in pairs:
         mean = (a["mAP"] + b["mAP"]) / 2
         table += (f"\n\nSeed noise, {b['name']} − {a['name']} (same command, seed 1 vs 0): "
                   f"mAP {100 * (b['mAP'] - a['mAP']):+.1f}, R1 {100 * (b['R1'] - a['R1']):+.1f}, "
                   f"mINP {100 * (b['mINP'] - a['mINP']):+.1f}. Mean mAP of {a['name']} and {b['name']} "
                   f"{100 * mean:.2f}")
-        if base is None or a is base:
-            table += "."
-        elif base_mean is not None:
-            table += (f", {100 * (mean - base_mean):+.2f} against the baseline's two seeds (mean "
-                      f"{100 * base_mean:.2f}); each pair's seeds are {100 * abs(b['mAP'] - a['mAP']):.1f} "
-                      f"and {100 * abs(base_pair[1]['mAP'] - base_pair[0]['mAP']):.1f} apart.")
-        else:
-            table += (f", {100 * (mean - base['mAP']):+.2f} against (a); the two seeds are "
-                      f"{100 * abs(b['mAP'] - a['mAP']):.1f} apart.")
+        table += ("." if base is None or a is base else
+                  f", {100 * (mean - reference):+.2f} {against} {100 * abs(b['mAP'] - a['mAP']):.1f}{base_apart} apart.")
     if REPEAT[0] in by_name and REPEAT[1] in by_name:
         table += "\n\n" + _reproduction(by_name[REPEAT[0]], by_name[REPEAT[1]], pairs)
     commands = "\n".join(f"# {r['name']}\n{r['command']}" for r in rows)
