@@ -51,6 +51,8 @@ ROWS = {  # run directory name -> what the row tests
     "h_random_avg": "(h) random-block erasing, avg pooling",
     "i_esnet_avg_block2": "(i) ES-Net, avg pooling, 2-row block (erase_height 0.25)",
     "j_baseline_seed1": "(j) baseline, seed 1",
+    "k_baseline_e40": "(k) baseline, 40 epochs (decays at 28 and 36)",
+    "l_esnet_avg_e40": "(l) ES-Net, avg pooling, 40 epochs (decays at 28 and 36)",
 }
 
 BASELINE = "a_baseline"
@@ -60,6 +62,9 @@ SEED_PAIRS = (("a_baseline", "j_baseline_seed1"), ("b_esnet_p", "f_esnet_p_seed1
 baseline's own pair is present, the other pairs' means are compared with the baseline's mean."""
 REPEAT = ("a_baseline", "a_baseline_repeat")
 """A row and the same command run again: does the row reproduce within the seed noise?"""
+LONGER = {"k_baseline_e40": "a_baseline", "l_esnet_avg_e40": "c_esnet_avg"}
+"""A 40-epoch run -> the same command at 20 epochs. The first two keys are the longer baseline and the
+longer ES-Net: does ES-Net's gain hold over a baseline trained twice as long?"""
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -199,12 +204,27 @@ def _reproduction(first: dict, again: dict, seed_pairs: list[tuple[dict, dict]])
 
 
 def _line_styles(names: list[str], palette: list[str]) -> dict[str, tuple[str, str]]:
-    """Colour and line style per run: a second seed or a repeat is dashed in its first run's colour,
-    so each pair reads as one; every other run gets the next palette colour, solid."""
-    partner = {again: first for first, again in (*SEED_PAIRS, REPEAT) if first in names}
+    """Colour and line style per run: a second seed or a repeat is dashed, a longer run dotted, in its
+    first run's colour, so each pair reads as one; every other run gets the next palette colour, solid."""
+    follows = {again: (first, "--") for first, again in (*SEED_PAIRS, REPEAT) if first in names}
+    follows.update({longer: (first, ":") for longer, first in LONGER.items() if first in names})
     colours = iter(palette * (len(names) // len(palette) + 1))
-    own = {n: next(colours) for n in names if n not in partner}
-    return {n: (own[partner[n]], "--") if n in partner else (own[n], "-") for n in names}
+    own = {n: next(colours) for n in names if n not in follows}
+    return {n: (own[follows[n][0]], follows[n][1]) if n in follows else (own[n], "-") for n in names}
+
+
+def _longer_line(by_name: dict[str, dict]) -> str:
+    """One line on the longer pair: ES-Net − baseline at 40 epochs, and what 40 epochs gave each over 20
+    ('' until both longer runs are collected)."""
+    (base, base_short), (esnet, esnet_short) = list(LONGER.items())[:2]
+    if base not in by_name or esnet not in by_name:
+        return ""
+    b, e = by_name[base], by_name[esnet]
+    line = (f"Longer schedule, {esnet} − {base} (both trained {e['epochs']} epochs): "
+            + ", ".join(f"{k} {100 * (e[k] - b[k]):+.1f}" for k in ("mAP", "R1", "mINP")))
+    gains = [f"{long} − {short} mAP {100 * (by_name[long]['mAP'] - by_name[short]['mAP']):+.1f}"
+             for long, short in ((base, base_short), (esnet, esnet_short)) if short in by_name]
+    return line + (f"; the longer schedule itself: {', '.join(gains)}." if gains else ".")
 
 
 def _plots(rows: list[dict], out: Path) -> list[str]:
@@ -290,6 +310,8 @@ def render(results: Path = RESULTS, readme: Path = REPO / "README.md", pilots: P
                   f", {100 * (mean - reference):+.2f} {against} {100 * abs(b['mAP'] - a['mAP']):.1f}{base_apart} apart.")
     if REPEAT[0] in by_name and REPEAT[1] in by_name:
         table += "\n\n" + _reproduction(by_name[REPEAT[0]], by_name[REPEAT[1]], pairs)
+    if longer := _longer_line(by_name):
+        table += "\n\n" + longer
     commands = "\n".join(f"# {r['name']}\n{r['command']}" for r in rows)
     plots = _plots(rows, results) if rows else []
     body = (f"{table}\n\nCommands (`$MARKET` = the unpacked Market-1501 with one augmented training copy, "

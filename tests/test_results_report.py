@@ -186,3 +186,27 @@ def test_a_second_seed_or_a_repeat_is_dashed_in_its_first_runs_colour(report) ->
     assert style["f_esnet_p_seed1"] == ("green", "--") and style["a_baseline_repeat"] == ("red", "--")
     assert style["g_esnet_avg_seed1"] == ("blue", "-")  # its first run (c) is not plotted: a run of its own
     assert style["x"] == ("red", "-")                   # the palette wraps
+
+
+def test_a_longer_run_is_dotted_in_its_20_epoch_runs_colour(report) -> None:
+    style = report._line_styles(["a_baseline", "c_esnet_avg", "k_baseline_e40", "l_esnet_avg_e40"], ["red", "green"])
+    assert style["k_baseline_e40"] == ("red", ":") and style["l_esnet_avg_e40"] == ("green", ":")
+    alone = report._line_styles(["k_baseline_e40", "l_esnet_avg_e40"], ["red", "green"])
+    assert alone == {"k_baseline_e40": ("red", "-"), "l_esnet_avg_e40": ("green", "-")}
+
+
+def test_the_longer_pair_gets_the_esnet_gain_and_what_the_longer_schedule_gave(report, tmp_path) -> None:
+    runs = (("baseline-avg", "a_baseline"), ("esnet-p", "k_baseline_e40"), ("esnet-max", "l_esnet_avg_e40"))
+    table = _render_demo_runs_as(report, tmp_path, runs)
+    a, k, l_ = (_final_eval(DEMO_RUNS / src) for src, _ in runs)
+    epochs = json.loads((DEMO_RUNS / "esnet-max" / "config.json").read_text())["optim"]["epochs"]
+    assert (f"Longer schedule, l_esnet_avg_e40 − k_baseline_e40 (both trained {epochs} epochs): "
+            f"mAP {100 * (l_['mAP'] - k['mAP']):+.1f}, R1 {100 * (l_['R1'] - k['R1']):+.1f}, "
+            f"mINP {100 * (l_['mINP'] - k['mINP']):+.1f}; the longer schedule itself: "
+            f"k_baseline_e40 − a_baseline mAP {100 * (k['mAP'] - a['mAP']):+.1f}.") in table  # (c) is absent
+    assert "| (l) ES-Net, avg pooling, 40 epochs (decays at 28 and 36) |" in table
+
+
+def test_no_longer_line_until_both_longer_runs_are_collected(report, tmp_path) -> None:
+    table = _render_demo_runs_as(report, tmp_path, (("baseline-avg", "a_baseline"), ("esnet-p", "k_baseline_e40")))
+    assert "Longer schedule" not in table
