@@ -248,7 +248,10 @@ def test_resume_is_exact(market: Path, tmp_path: Path) -> None:
     assert [r["loss"] for r in ra] == [r["loss"] for r in rb]
     assert [r["lr"] for r in ra] == [r["lr"] for r in rb]
     assert rundir.read_config(split) == cfg
-    assert len(rundir.read_meta(split)["resumed_at"]) == 1
+    meta = rundir.read_meta(split)
+    assert len(meta["resumed_at"]) == 1  # what changed on resume is kept beside the first command
+    assert meta["resumes"] == [{"at": meta["resumed_at"][0], "from_epoch": 1, "command": "",
+                                "changed": {"optim.epochs": 2}}]
     for epoch in (0, 1, 2):
         np.testing.assert_array_equal(rundir.read_probe_epoch(straight, epoch)[0],
                                       rundir.read_probe_epoch(split, epoch)[0])

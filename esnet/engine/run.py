@@ -262,10 +262,16 @@ def train_run(
                 rundir.write_config(out, cfg)
                 rundir.write_meta(out, _meta(cfg, data, num_classes, dev, command, world_size))
             else:
+                stored = rundir.read_config(out)
                 if (out / rundir.CONFIG_FILE).read_text(encoding="utf-8") != dumps(cfg):
                     rundir.write_config(out, cfg)
                 meta = rundir.read_meta(out)
-                meta["resumed_at"] = [*meta.get("resumed_at", []), rundir.now_iso()]
+                at = rundir.now_iso()
+                meta["resumed_at"] = [*meta.get("resumed_at", []), at]
+                values = to_dict(cfg)
+                changed = {k: values[k.split(".")[0]][k.split(".")[1]] for k in _diff_keys(stored, cfg)}
+                meta["resumes"] = [*meta.get("resumes", []),
+                                   {"at": at, "from_epoch": start_epoch, "command": command, "changed": changed}]
                 rundir.write_meta(out, meta)
                 rundir.truncate_metrics(out, start_epoch)
         started = True

@@ -16,7 +16,8 @@ Layout (``<run_dir>/``)::
                             "num_train_ids", "num_query_images", "num_gallery_images",
                             "esnet_version", "command", "started_at" (ISO 8601),
                             "device", "torch_version", "python_version", "world_size",
-                            "resumed_at": [ISO 8601, ...]}
+                            "resumed_at": [ISO 8601, ...], "resumes": [{"at", "from_epoch",
+                            "command", "changed": {dotted key: new value}}, ...]}
     status.json            {"state": "running" | "finished" | "failed", "epoch": int
                             (epochs finished), "total_epochs": int, "pid": int,
                             "updated": ISO 8601, "error": str | null}; rewritten at
