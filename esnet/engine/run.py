@@ -65,9 +65,10 @@ class _LastRecord(Callback):
         self.record = record
 
 
-def _diff_keys(a: Config, b: Config) -> list[str]:
+def _changes(a: Config, b: Config) -> dict[str, Any]:
+    """The dotted keys whose values differ between ``a`` and ``b``, each with its value in ``b``."""
     da, db = to_dict(a), to_dict(b)
-    return [f"{s}.{k}" for s in da for k in da[s] if da[s][k] != db[s][k]]
+    return {f"{s}.{k}": db[s][k] for s in da for k in da[s] if da[s][k] != db[s][k]}
 
 
 def resume_config(stored: Config, requested: Config | None, updates: dict[str, Any] | None = None) -> Config:
@@ -81,7 +82,7 @@ def resume_config(stored: Config, requested: Config | None, updates: dict[str, A
         ValueError: a key outside :data:`RESUME_MUTABLE` would change.
     """
     new = requested if requested is not None else override(stored, updates or {})
-    changed = [k for k in _diff_keys(stored, new) if k not in RESUME_MUTABLE]
+    changed = [k for k in _changes(stored, new) if k not in RESUME_MUTABLE]
     if changed:
         raise ValueError(
             f"--resume cannot change {changed} (the run was started with other values); "
@@ -208,14 +209,15 @@ def train_run(
         if resume:
             if not (out / rundir.CONFIG_FILE).exists():
                 raise rundir.RunDirError(f"cannot resume: {str(out)!r} holds no run ({rundir.CONFIG_FILE} missing)")
-            cfg = resume_config(rundir.read_config(out), None, resume_updates)
+            stored = rundir.read_config(out)
+            cfg = resume_config(stored, None, resume_updates)
             last_pt = rundir.checkpoint_path(out, "last")
             if not last_pt.exists():
                 raise rundir.RunDirError(
                     f"cannot resume: {str(last_pt)!r} does not exist (no epoch finished); start a new run instead"
                 )
             ckpt = load_checkpoint(last_pt)
-            if [k for k in _diff_keys(ckpt.config, cfg) if k not in RESUME_MUTABLE]:
+            if [k for k in _changes(ckpt.config, cfg) if k not in RESUME_MUTABLE]:
                 raise rundir.RunDirError(f"cannot resume: {str(last_pt)!r} was saved with a different config than "
                                          f"{str(out / rundir.CONFIG_FILE)!r}")
             if ckpt.epoch > cfg.optim.epochs:
@@ -262,16 +264,13 @@ def train_run(
                 rundir.write_config(out, cfg)
                 rundir.write_meta(out, _meta(cfg, data, num_classes, dev, command, world_size))
             else:
-                stored = rundir.read_config(out)
                 if (out / rundir.CONFIG_FILE).read_text(encoding="utf-8") != dumps(cfg):
                     rundir.write_config(out, cfg)
                 meta = rundir.read_meta(out)
                 at = rundir.now_iso()
                 meta["resumed_at"] = [*meta.get("resumed_at", []), at]
-                values = to_dict(cfg)
-                changed = {k: values[k.split(".")[0]][k.split(".")[1]] for k in _diff_keys(stored, cfg)}
-                meta["resumes"] = [*meta.get("resumes", []),
-                                   {"at": at, "from_epoch": start_epoch, "command": command, "changed": changed}]
+                meta["resumes"] = [*meta.get("resumes", []), {"at": at, "from_epoch": start_epoch, "command": command,
+                                                              "changed": _changes(stored, cfg)}]
                 rundir.write_meta(out, meta)
                 rundir.truncate_metrics(out, start_epoch)
         started = True
