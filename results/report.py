@@ -62,9 +62,9 @@ SEED_PAIRS = (("a_baseline", "j_baseline_seed1"), ("b_esnet_p", "f_esnet_p_seed1
 baseline's own pair is present, the other pairs' means are compared with the baseline's mean."""
 REPEAT = ("a_baseline", "a_baseline_repeat")
 """A row and the same command run again: does the row reproduce within the seed noise?"""
-LONGER = {"k_baseline_e40": "a_baseline", "l_esnet_avg_e40": "c_esnet_avg"}
-"""A 40-epoch run -> the same command at 20 epochs. The first two keys are the longer baseline and the
-longer ES-Net: does ES-Net's gain hold over a baseline trained twice as long?"""
+LONGER = (("a_baseline", "k_baseline_e40"), ("c_esnet_avg", "l_esnet_avg_e40"))
+"""(20-epoch run, the same command at 40 epochs) for the baseline, then ES-Net: does ES-Net's gain
+hold over a baseline trained twice as long?"""
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -207,7 +207,7 @@ def _line_styles(names: list[str], palette: list[str]) -> dict[str, tuple[str, s
     """Colour and line style per run: a second seed or a repeat is dashed, a longer run dotted, in its
     first run's colour, so each pair reads as one; every other run gets the next palette colour, solid."""
     follows = {again: (first, "--") for first, again in (*SEED_PAIRS, REPEAT) if first in names}
-    follows.update({longer: (first, ":") for longer, first in LONGER.items() if first in names})
+    follows.update({longer: (first, ":") for first, longer in LONGER if first in names})
     colours = iter(palette * (len(names) // len(palette) + 1))
     own = {n: next(colours) for n in names if n not in follows}
     return {n: (own[follows[n][0]], follows[n][1]) if n in follows else (own[n], "-") for n in names}
@@ -216,7 +216,7 @@ def _line_styles(names: list[str], palette: list[str]) -> dict[str, tuple[str, s
 def _longer_line(by_name: dict[str, dict]) -> str:
     """One line on the longer pair: ES-Net − baseline at 40 epochs, and what 40 epochs gave each over 20
     ('' until both longer runs are collected)."""
-    (base, base_short), (esnet, esnet_short) = list(LONGER.items())[:2]
+    (base_short, base), (esnet_short, esnet) = LONGER
     if base not in by_name or esnet not in by_name:
         return ""
     b, e = by_name[base], by_name[esnet]
