@@ -374,6 +374,21 @@ def test_manifest_bad_rows_name_line_and_rule(tmp_path, body, expected):
         load_dataset("manifest", str(csv))
 
 
+def test_manifest_with_excel_bom_is_read(tmp_path):
+    _write(tmp_path / "imgs", ["a.jpg"])
+    csv = tmp_path / "excel.csv"
+    csv.write_bytes(b"\xef\xbb\xbfpath,pid,camid,split\r\nimgs/a.jpg,5,2,train\r\n")
+    data = load_dataset("manifest", str(csv))
+    assert [(s.pid, s.camid, s.split) for s in data.train] == [(5, 2, "train")]
+
+
+def test_manifest_not_utf8_names_file_line_and_column(tmp_path):
+    csv = tmp_path / "latin1.csv"
+    csv.write_bytes("path,pid,camid,split\nimgs/a.jpg,1,0,train\nimgs/caf\u00e9.jpg,2,0,train\n".encode("latin-1"))
+    with pytest.raises(DatasetError, match=r"latin1\.csv:3: not UTF-8 \(byte 0xe9 at column 9\); save the manifest as UTF-8"):
+        load_dataset("manifest", str(csv))
+
+
 def test_manifest_root_must_be_a_file(tmp_path):
     with pytest.raises(DatasetError, match=r"manifest must be a CSV file"):
         load_dataset("manifest", str(tmp_path))

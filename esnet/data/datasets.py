@@ -11,6 +11,7 @@ Use ``load_dataset(name, root)``; ``DATASETS`` maps each name to its loader.
 from __future__ import annotations
 
 import csv
+import io
 import os
 import re
 from collections.abc import Callable, Iterable
@@ -468,7 +469,19 @@ def load_manifest(root: str) -> ReidData:
         raise DatasetError(f"{root}: manifest must be a CSV file with header {','.join(MANIFEST_COLUMNS)}")
     folder = os.path.dirname(root)
     splits: dict[str, list[Sample]] = {s: [] for s in SPLITS}
-    with open(root, newline="", encoding="utf-8") as f:
+    try:
+        with open(root, "rb") as fb:
+            raw = fb.read()
+    except OSError as e:
+        raise DatasetError(f"{root}: cannot read the manifest: {e.strerror}") from None
+    try:
+        text = raw.decode("utf-8-sig")  # Excel writes "CSV UTF-8" with a byte-order mark
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        column = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+        raise DatasetError(f"{root}:{line}: not UTF-8 (byte 0x{raw[e.start]:02x} at column {column}); "
+                           "save the manifest as UTF-8 CSV") from None
+    with io.StringIO(text, newline="") as f:
         reader = csv.reader(f)
         header = next(reader, None)
         if header is None or [h.strip() for h in header] != list(MANIFEST_COLUMNS):
