@@ -24,11 +24,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from esnet.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from esnet.checkpoint import CheckpointError, load_checkpoint, restore_model, save_checkpoint
 from esnet.config import Config, override
 from esnet.data.demo import demo_is_current, demo_marker, generate_demo
 from esnet.engine.run import train_run
-from esnet.model import build_model
+from esnet.model import Pool, build_model
 
 DEMO_RUNS: dict[str, dict[str, str]] = {
     "esnet-p": {"model.pool": "p", "model.erasing": "salient", "model.test_feature": "concat"},
@@ -50,6 +50,7 @@ DEMO_BUDGET: dict[str, object] = {
     "data.workers": 1,
     "model.backbone": "mobilenet_v2",
     "optim.epochs": 8,
+    "optim.lr": 3.5e-4,  # what the committed demo runs were trained with (the default is now 1e-3)
     "optim.warmup_epochs": 1,
     "optim.milestones": (5, 7),
     "train.seed": 0,
@@ -93,8 +94,11 @@ def slim_checkpoint(src: str | Path, dst: str | Path) -> Path:
     """
     ckpt = load_checkpoint(src)
     model = build_model(ckpt.config.model, ckpt.num_classes)
-    model.load_state_dict(ckpt.model_state, strict=True)
+    restore_model(ckpt, model)  # also upgrades an old raw P-pooling exponent
     model = model.half()  # floating tensors only; num_batches_tracked stays int64
+    for m in model.modules():  # P-pooling's q stays float32: float16 would move p by ~1e-3
+        if isinstance(m, Pool) and m.q is not None:
+            m.q.data = m.q.data.float()
     save_checkpoint(dst, model=model, optimizer=None, scheduler=None, epoch=ckpt.epoch, config=ckpt.config,
                     num_classes=ckpt.num_classes, extra={"record": ckpt.extra.get("record", {}), "slim": True})
     return Path(dst)

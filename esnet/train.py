@@ -20,6 +20,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+NO_WEIGHTS = "none"  # esnet.weights.NO_WEIGHTS (that module is imported lazily)
+
 # flag -> dotted config key; values go through esnet.config.override, which checks them
 FLAG_KEYS = {
     "dataset": "data.dataset",
@@ -38,24 +40,35 @@ FLAG_KEYS = {
     "eval_every": "train.eval_every",
     "probes": "train.probe_count",
     "max_iters": "train.max_iters_per_epoch",
+    "camera_regex": "data.camera_regex",
 }
+
+SCHEDULE_KEYS = ("optim.warmup_epochs", "optim.milestones")
+"""Each of these not given (in --set or --config) is BoT's, scaled to optim.epochs."""
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     """The ``esnet train`` flags (values are checked by the config, not argparse)."""
     p.add_argument("--out", required=True, help="run directory to create (or continue with --resume)")
-    p.add_argument("--dataset", help="dataset loader name, e.g. market1501, demo, folder")
-    p.add_argument("--root", help="dataset root directory")
+    p.add_argument("--dataset", help="dataset loader name, e.g. market1501, demo, folder, manifest")
+    p.add_argument("--root", help="dataset root directory (the CSV file for --dataset manifest)")
+    p.add_argument("--manifest", help="CSV manifest path,pid,camid,split (same as --dataset manifest --root CSV)")
+    p.add_argument("--camera-regex", dest="camera_regex",
+                   help=r"folder layout: regex whose group 1 is the camera in the file name (default c(\d+))")
     p.add_argument("--config", help="JSON config file (a partial file fills the rest with defaults)")
     p.add_argument("--backbone", help="resnet50 | resnet18 | mobilenet_v2")
     p.add_argument("--pool", help="p (P-pooling) | avg | max")
     p.add_argument("--erasing", help="salient (ES-Net) | random | off (baseline)")
-    p.add_argument("--weights", help="ImageNet state dict for the backbone (see 'esnet weights fetch')")
-    p.add_argument("--epochs", help="number of epochs")
-    p.add_argument("--size", help="input size HxW in pixels, e.g. 256x128")
+    p.add_argument("--weights", help="ImageNet state dict for the backbone (see 'esnet weights fetch "
+                                     "mobilenet_v2'); 'none' trains from scratch (a ResNet needs one or the other)")
+    p.add_argument("--epochs", help="number of epochs (default 120); without optim.warmup_epochs / optim.milestones "
+                                    "BoT's warm-up 10 and decays at 40, 70 of 120 are scaled to this many epochs")
+    p.add_argument("--size", help="input size HxW in pixels (default 128x64, MobileNetV2's CPU-friendly size of "
+                                  "the reported runs; the paper's ResNet-50 uses 256x128)")
     p.add_argument("--batch", help="images per batch (P x K)")
     p.add_argument("--instances", help="K, images per identity in a batch")
-    p.add_argument("--lr", help="base learning rate")
+    p.add_argument("--lr", help="base learning rate (default 1e-3: on Market-1501 with MobileNetV2 at 128x64 it "
+                                "gave +8.3 mAP over BoT's 3.5e-4 in the README's pilots)")
     p.add_argument("--seed", help="random seed")
     p.add_argument("--device", help="auto | cpu | cuda")
     p.add_argument("--eval-every", dest="eval_every", help="evaluate every N epochs (0 = never)")
@@ -87,10 +100,56 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
             raise ValueError(f"--size must be HxW in pixels, e.g. 256x128, got {args.size!r}")
         updates["data.height"], updates["data.width"] = int(h), int(w)
     for flag, key in FLAG_KEYS.items():
-        value = getattr(args, flag)
+        value = getattr(args, flag, None)
         if value is not None:
             updates[key] = value
+    manifest = getattr(args, "manifest", None)
+    if manifest is not None:
+        if args.root is not None or args.dataset not in (None, "manifest"):
+            raise ValueError(f"--manifest {manifest} is the dataset: give it without --root / --dataset")
+        updates["data.dataset"], updates["data.root"] = "manifest", manifest
+    if args.weights is not None and args.weights.strip().lower() == NO_WEIGHTS:
+        updates["model.weights"] = ""
     return updates
+
+
+def schedule_given(updates: dict[str, Any], config_file: str | None) -> set[str]:
+    """Which of :data:`SCHEDULE_KEYS` the user chose (``--set`` or the ``--config`` file's optim section)."""
+    given = {k for k in SCHEDULE_KEYS if k in updates}
+    if config_file:
+        import json
+
+        try:
+            with open(config_file, encoding="utf-8") as f:
+                raw = json.load(f)
+        except (OSError, ValueError):
+            raw = None  # esnet.config.load has named the problem already
+        optim = raw.get("optim") if isinstance(raw, dict) else None
+        if isinstance(optim, dict):
+            given |= {k for k in SCHEDULE_KEYS if k.partition(".")[2] in optim}
+    return given
+
+
+def fresh_config(args: argparse.Namespace) -> tuple[Any, bool]:
+    """The config of a new run from the parsed flags, and whether BoT's schedule was scaled into it.
+
+    Raises:
+        ValueError: a bad value, no dataset root, or a ResNet without a ``--weights`` choice.
+    """
+    from esnet.config import Config, load, override, scaled_schedule
+    from esnet.weights import check_weights_choice
+
+    updates = overrides_from_args(args)
+    cfg = override(load(args.config) if args.config else Config(), updates)
+    if not cfg.data.root:
+        raise ValueError("--root is required (the dataset directory), or set data.root in --config")
+    if args.weights is None or args.weights.strip().lower() != NO_WEIGHTS:
+        check_weights_choice(cfg.model.backbone, cfg.model.weights)
+    warmup, milestones = scaled_schedule(cfg.optim.epochs)
+    scaled = {"optim.warmup_epochs": warmup, "optim.milestones": list(milestones)}
+    for key in schedule_given(updates, args.config):
+        del scaled[key]
+    return (override(cfg, scaled) if scaled else cfg), bool(scaled)
 
 
 def _stop_on_signal_callback(out: str):
@@ -202,7 +261,7 @@ def run_from_args(args: argparse.Namespace, command: str | None = None) -> int:
     directory error (one line on stderr); 130 interrupted (status.json says failed;
     continue with --resume).
     """
-    from esnet.config import Config, load, override
+    from esnet.config import describe_schedule
     from esnet.data.types import DatasetError
 
     rank = int(os.environ.get("RANK", "0"))
@@ -222,14 +281,17 @@ def run_from_args(args: argparse.Namespace, command: str | None = None) -> int:
         from esnet.engine import read_config, resolve_device, resume_config, train_run
 
         updates = overrides_from_args(args)
+        scaled = False
         if args.resume:
             if args.config:
                 raise ValueError("--config cannot be used with --resume: the run's own config.json is used")
             cfg = resume_config(read_config(args.out), None, updates)
         else:
-            cfg = override(load(args.config) if args.config else Config(), updates)
-            if not cfg.data.root:
-                raise ValueError("--root is required (the dataset directory), or set data.root in --config")
+            cfg, scaled = fresh_config(args)
+        if rank == 0:
+            how = (" (BoT's warm-up 10 and decays at 40, 70 of 120 epochs, scaled to this run; "
+                   "--set optim.warmup_epochs=N --set optim.milestones=A,B to choose)") if scaled else ""
+            print(f"schedule: {describe_schedule(cfg.optim)}{how}", flush=True)
         device = resolve_device(cfg.train.device)
         if world_size > 1:
             if device.type == "cuda":

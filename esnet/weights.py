@@ -59,6 +59,27 @@ WEIGHTS: dict[str, WeightsSpec] = {
 
 _CHUNK = 1 << 20
 
+NO_WEIGHTS = "none"
+"""The ``--weights`` value that asks for training from scratch on purpose."""
+
+
+def check_weights_choice(backbone: str, weights: str) -> None:
+    """Refuse a ResNet without ImageNet weights unless ``weights`` is :data:`NO_WEIGHTS`.
+
+    From scratch a ResNet needs far more than a short run (the paper starts from ImageNet);
+    silently training one is the mistake this catches. Other backbones are not refused.
+
+    Raises:
+        ValueError: one line naming the options (and how to fetch weights where one can).
+    """
+    if not backbone.startswith("resnet") or weights.strip():
+        return
+    fetchable = sorted(WEIGHTS)
+    raise ValueError(
+        f"--backbone {backbone} needs --weights: give an ImageNet state dict file (e.g. torchvision's), or "
+        f"--weights {NO_WEIGHTS} to train from scratch on purpose; fetchable weights exist for {fetchable} "
+        f"('esnet weights fetch {fetchable[0]}', then --backbone {fetchable[0]} --weights <that file>)")
+
 
 def default_cache_dir() -> Path:
     """``$ESNET_CACHE`` when set (used as is), else ``~/.cache/esnet/weights``."""

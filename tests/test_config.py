@@ -8,11 +8,32 @@ from esnet import config as C
 
 def test_defaults_are_bot_and_esnet_paper_values() -> None:
     cfg = C.Config()
-    assert cfg.optim.lr == 3.5e-4 and cfg.optim.milestones == (40, 70) and cfg.optim.epochs == 120
+    assert cfg.optim.milestones == (40, 70) and cfg.optim.epochs == 120
     assert cfg.optim.warmup_epochs == 10
+    assert cfg.optim.lr == 1e-3  # not BoT's 3.5e-4: the Market pilots (README), see config.DEFAULT_LR
+    assert (cfg.data.height, cfg.data.width) == (128, 64)  # README: MobileNetV2's CPU size, not the paper's 256x128
     assert cfg.model.pool == "p" and cfg.model.p_init == 3.0 and cfg.model.erasing == "salient"
     assert cfg.model.erase_height == pytest.approx(1 / 3) and cfg.model.erase_width == 1.0
     assert cfg.loss.label_smoothing == 0.1 and cfg.loss.triplet_margin == 0.3
+
+
+@pytest.mark.parametrize(("epochs", "expected"), [
+    (120, (10, (40, 70))), (20, (2, (7, 12))), (8, (1, (3, 5))), (3, (0, (1, 2))), (2, (0, (1,))), (1, (0, ())),
+])
+def test_scaled_schedule_keeps_bots_fractions(epochs: int, expected: tuple) -> None:
+    assert C.scaled_schedule(epochs) == expected
+
+
+def test_scaled_schedule_refuses_bad_epochs() -> None:
+    with pytest.raises(ValueError, match=r"epochs must be an integer >= 1, got 0"):
+        C.scaled_schedule(0)
+
+
+def test_describe_schedule_names_lr_warmup_and_decays() -> None:
+    optim = C.OptimConfig(epochs=3, warmup_epochs=0, milestones=(1, 2))
+    assert C.describe_schedule(optim) == "lr 0.001, warm-up 0 epochs, x0.1 at epochs 1, 2 of 3"
+    assert C.describe_schedule(C.OptimConfig(epochs=4, warmup_epochs=1, milestones=())).endswith(
+        "warm-up 1 epoch, x0.1 at epochs none of 4")
 
 
 def test_vehicle_preset_uses_half_square_block() -> None:

@@ -81,3 +81,53 @@ def test_overrides_from_args_precedence() -> None:
     assert train_entry.overrides_from_args(args) == {
         "optim.epochs": "7", "data.height": 64, "data.width": 32,
     }
+
+
+def test_schedule_scaled_to_epochs_and_printed(market: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "run"
+    tiny = [a for a in TINY if a not in ("--set", "optim.warmup_epochs=1")]
+    code = cli.main(["train", "--root", str(market), "--out", str(out), "--epochs", "3", "--eval-every", "0",
+                     "--probes", "0", *tiny])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert captured.out.startswith("schedule: lr 0.001, warm-up 0 epochs, x0.1 at epochs 1, 2 of 3 (BoT's warm-up")
+    cfg = rundir.read_config(out)
+    assert (cfg.optim.lr, cfg.optim.warmup_epochs, cfg.optim.milestones) == (1e-3, 0, (1, 2))
+    assert [r["lr"] for r in rundir.read_metrics(out)] == pytest.approx([1e-3, 1e-4, 1e-5])
+
+
+def test_schedule_keys_given_are_kept_and_the_others_scaled(tmp_path: Path) -> None:
+    parser = cli.build_parser()
+    args = parser.parse_args(["train", "--out", "o", "--root", "r", "--epochs", "20", "--set", "optim.milestones=15",
+                              "--weights", "none"])
+    cfg, scaled = train_entry.fresh_config(args)
+    assert scaled and (cfg.optim.warmup_epochs, cfg.optim.milestones) == (2, (15,))
+    both = tmp_path / "c.json"
+    both.write_text('{"optim": {"warmup_epochs": 4, "milestones": [9]}}')
+    cfg, scaled = train_entry.fresh_config(parser.parse_args(["train", "--out", "o", "--root", "r", "--config",
+                                                              str(both), "--epochs", "20", "--weights", "none"]))
+    assert not scaled and (cfg.optim.warmup_epochs, cfg.optim.milestones) == (4, (9,))
+
+
+def test_resnet_without_weights_is_refused_unless_none(market: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "run"
+    code = cli.main(["train", "--root", str(market), "--out", str(out), "--backbone", "resnet18", "--epochs", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and not out.exists()
+    assert err.startswith("error: --backbone resnet18 needs --weights: give an ImageNet state dict file")
+    assert "--weights none to train from scratch" in err and "'esnet weights fetch mobilenet_v2'" in err
+    args = cli.build_parser().parse_args(["train", "--out", "o", "--root", "r", "--backbone", "resnet18",
+                                          "--weights", "none"])
+    cfg, _ = train_entry.fresh_config(args)
+    assert cfg.model.backbone == "resnet18" and cfg.model.weights == ""
+
+
+def test_manifest_and_camera_regex_flags_spell_like_data_check() -> None:
+    parser = cli.build_parser()
+    args = parser.parse_args(["train", "--out", "o", "--manifest", "m.csv", "--camera-regex", r"cam(\d+)"])
+    assert train_entry.overrides_from_args(args) == {"data.dataset": "manifest", "data.root": "m.csv",
+                                                     "data.camera_regex": r"cam(\d+)"}
+    with pytest.raises(ValueError, match=r"--manifest m.csv is the dataset: give it without --root"):
+        train_entry.overrides_from_args(parser.parse_args(["train", "--out", "o", "--manifest", "m.csv",
+                                                           "--root", "r"]))

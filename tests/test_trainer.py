@@ -153,7 +153,7 @@ def test_fit_writes_the_whole_run_dir(finished_run: tuple[Path, object], market:
         assert set(r["eval"]) == {"R1", "R5", "R10", "mAP", "mINP", "cmc"} and len(r["eval"]["cmc"]) == 20
         assert r["eval"]["R1"] == r["eval"]["cmc"][0] and r["eval"]["cmc"][-1] == 1.0  # 4-image gallery per query
         assert r["img_per_s"] == pytest.approx(16 / r["time_s"])  # 2 iterations x 8 images
-    assert [r["lr"] for r in recs] == pytest.approx([3.5e-4 * 0.01, 3.5e-4])  # warm-up 1 epoch
+    assert [r["lr"] for r in recs] == pytest.approx([1e-3 * 0.01, 1e-3])  # warm-up 1 epoch
 
     probes = json.loads((out / "probes" / "probes.json").read_text())
     assert probes["input_size"] == [32, 16] and probes["feature_size"] == [2, 1]
