@@ -26,6 +26,7 @@ from torch import nn
 
 from esnet.config import Config, from_dict, to_dict
 from esnet.model import ESNet, build_model, is_legacy_mobilenet_v2, remap_legacy_mobilenet_v2
+from esnet.model.pooling import q_from_p
 
 CHECKPOINT_VERSION = 1
 _REQUIRED_KEYS = ("version", "model", "epoch", "config", "num_classes")
@@ -284,17 +285,43 @@ def _mismatch_report(
     return problems
 
 
+LEGACY_P_SUFFIX = ".pool.p"
+"""Key suffix of P-pooling's raw exponent in checkpoints written before ``p = 1 + softplus(q)``."""
+
+
+def legacy_p_keys(state: dict[str, torch.Tensor]) -> list[str]:
+    """The keys of a model state dict that hold a raw P-pooling exponent (old format)."""
+    return [k for k in state if k.endswith(LEGACY_P_SUFFIX)]
+
+
+def upgrade_model_state(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A copy of ``state`` in today's key layout (``state`` itself when nothing changes).
+
+    Old checkpoints stored P-pooling's exponent p raw (``*.pool.p``, clamped to >= 1 in use);
+    today the parameter is q with ``p = 1 + softplus(q)`` (``*.pool.q``). Each raw p whose q
+    the model expects becomes ``q = softplus^-1(max(p, 1 + 1e-6) - 1)`` in float32, so the
+    effective exponent is the same (an old p <= 1 was used as 1 and becomes 1 + 1e-6).
+    """
+    renames = {k: k[: -len("p")] + "q" for k in legacy_p_keys(state)}
+    renames = {old: new for old, new in renames.items() if new in expected and new not in state}
+    if not renames:
+        return state
+    return {renames.get(k, k): (q_from_p(v) if k in renames else v) for k, v in state.items()}
+
+
 def restore_model(ckpt: Checkpoint, model: nn.Module) -> None:
-    """Load ``ckpt.model_state`` into model, strictly.
+    """Load ``ckpt.model_state`` into model, strictly, after :func:`upgrade_model_state`.
 
     Raises:
         CheckpointError: naming missing/unexpected keys and mismatched shapes.
     """
-    problems = _mismatch_report(ckpt.model_state, model.state_dict())
+    expected = model.state_dict()
+    state = upgrade_model_state(ckpt.model_state, expected)
+    problems = _mismatch_report(state, expected)
     if problems:
         where = f" {ckpt.path!r}" if ckpt.path else ""
         raise CheckpointError(f"checkpoint{where} does not fit this model: " + "; ".join(problems))
-    model.load_state_dict(ckpt.model_state, strict=True)
+    model.load_state_dict(state, strict=True)
 
 
 def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> tuple[ESNet, Checkpoint]:

@@ -2,6 +2,7 @@
 import builtins
 import os
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
@@ -202,3 +203,38 @@ def test_save_requires_a_config(tmp_path):
         save_checkpoint(tmp_path / "x.pt", model=model, optimizer=None, scheduler=None, epoch=0,
                         config={"model": {}}, num_classes=3)
     assert ckpt_mod.CHECKPOINT_VERSION == 1 and os.listdir(tmp_path) == []
+
+
+def test_old_raw_p_checkpoints_load_with_the_same_effective_p(tmp_path):
+    # Before p = 1 + softplus(q), checkpoints stored the raw exponent as '*.pool.p' (clamped to >= 1 in use).
+    cfg = override(_config(backbone="resnet18", erasing="salient"), {"model.pool": "p"})
+    model = _small(cfg)
+    state = model.state_dict()
+    for branch, raw in (("global_head", torch.tensor([2.7])), ("erase_head", torch.tensor([0.8]))):
+        del state[f"{branch}.pool.q"]
+        state[f"{branch}.pool.p"] = raw
+    save_checkpoint(tmp_path / "old.pt", model=model, optimizer=None, scheduler=None, epoch=2, config=cfg,
+                    num_classes=3)
+    raw_ckpt = torch.load(tmp_path / "old.pt", weights_only=True)
+    raw_ckpt["model"] = state
+    torch.save(raw_ckpt, tmp_path / "old.pt")
+    ck = load_checkpoint(tmp_path / "old.pt")
+    assert ckpt_mod.legacy_p_keys(ck.model_state) == ["global_head.pool.p", "erase_head.pool.p"]
+    fresh = _small(cfg)
+    restore_model(ck, fresh)
+    p = fresh.learned_p()
+    assert p["global"] == pytest.approx(2.7, abs=1e-6)
+    assert p["erase"] == pytest.approx(1.0 + 1e-6, abs=1e-7)  # an old p below 1 was used as 1
+    assert all(torch.equal(v, fresh.state_dict()[k]) for k, v in state.items() if "pool" not in k)
+    loaded, _ = load_model(tmp_path / "old.pt")
+    assert loaded.learned_p() == p
+
+
+def test_committed_demo_checkpoint_keeps_its_learned_p():
+    path = Path(__file__).resolve().parents[1] / "assets/demo_runs/esnet-p/checkpoints/best.pt"
+    raw = torch.load(path, weights_only=True, map_location="cpu")["model"]
+    stored = {k.split("_head")[0]: float(v) for k, v in raw.items() if k.endswith(".pool.p")}
+    if not stored:
+        pytest.skip("the demo checkpoint was rebuilt in the softplus format (no raw pool.p keys)")
+    model, _ = load_model(path)
+    assert model.learned_p() == pytest.approx(stored, abs=1e-6) and set(stored) == {"global", "erase"}

@@ -155,24 +155,71 @@ def test_cam_equals_grad_cam_for_average_pooling():
     assert float(ours.std()) > 0
 
 
+def _train_step_inputs(model, x, pids):
+    """One train-mode forward; returns (out, backbone map F, erasing pool's input) seen by hooks."""
+    seen = {}
+
+    def keep(name):
+        def hook(module, inputs, output):  # returns None: the output is untouched
+            seen[name] = inputs[0].detach()
+        return hook
+
+    hooks = [model.global_head.pool.register_forward_hook(keep("fmap")),
+             model.erase_head.pool.register_forward_hook(keep("erased"))]
+    with torch.no_grad():
+        out = model(x, pids)
+    for h in hooks:
+        h.remove()
+    return out, seen["fmap"], seen["erased"]
+
+
+def test_train_mode_cam_is_grad_cam_of_the_train_mode_logit():
+    # Average pooling: the train-mode CAM must be h*w x pre-ReLU Grad-CAM of the logit that is
+    # trained, i.e. with the BNNeck normalising by the batch's own (biased) statistics, treated
+    # as constants. Computed here by hand with autograd, without global_cam / bn_scale.
+    model = _model(pool="avg", erasing="salient").train()
+    head = model.global_head
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        head.bnneck.weight.copy_(torch.rand(512, generator=g) + 0.5)
+        head.bnneck.running_var.copy_(torch.rand(512, generator=g) * 50 + 0.1)  # far from the batch's
+        head.classifier.weight.copy_(torch.randn(N, 512, generator=g))
+    x, pids = _batch(4)
+    out, fmap, _ = _train_step_inputs(model, x, pids)
+    f = fmap.clone().requires_grad_(True)  # (B, C, h, w)
+    pooled = f.mean(dim=(2, 3))  # (B, C)
+    mu, var = pooled.detach().mean(dim=0), pooled.detach().var(dim=0, unbiased=False)  # constants
+    bn = head.bnneck
+    normed = bn.weight.detach() * (pooled - mu) / torch.sqrt(var + bn.eps) + bn.bias.detach()
+    logits = normed @ head.classifier.weight.detach().T  # (B, N): the train-mode logits
+    torch.testing.assert_close(logits.detach(), out.global_logits, rtol=1e-4, atol=1e-5)
+    (grad,) = torch.autograd.grad(logits[torch.arange(4), pids].sum(), f)
+    alpha = grad.mean(dim=(2, 3))  # Grad-CAM channel weights, (B, C)
+    grad_cam = (alpha[:, :, None, None] * fmap).sum(dim=1)  # pre-ReLU, (B, h, w)
+    torch.testing.assert_close(out.cam, minmax_scale(grad_cam), rtol=1e-4, atol=1e-5)
+    h, w = fmap.shape[2:]
+    raw = model.global_cam(fmap, pids, out.global_feat)
+    torch.testing.assert_close(raw / (h * w), grad_cam, rtol=1e-4, atol=1e-5)
+    # The running-variance CAM (eval mode) is a different map here: the test can tell them apart.
+    assert (minmax_scale(model.global_cam(fmap, pids)) - out.cam).abs().max() > 0.05
+
+
 def test_erased_block_is_the_salient_one_and_really_zeroed():
     model = _model(erasing="salient").train()
     x, pids = _batch(4)
-    seen = {}
-
-    def keep_input(module, inputs, output):  # returns None: the output is untouched
-        seen["map"] = inputs[0].detach()
-
-    hook = model.erase_head.pool.register_forward_hook(keep_input)
-    with torch.no_grad():
-        before = {k: v.clone() for k, v in model.global_head.bnneck.state_dict().items()}
-        out = model(x, pids)
-    hook.remove()
-    # The CAM is the min-max scaled CAM of the ground-truth ids, with the BN stats of this step.
-    with torch.no_grad():
-        fmap = model.forward_features(x)
-    expected_cam = minmax_scale(model.global_cam(fmap, pids))
-    torch.testing.assert_close(out.cam, expected_cam)
+    before = {k: v.clone() for k, v in model.global_head.bnneck.state_dict().items()}
+    out, fmap, erased = _train_step_inputs(model, x, pids)
+    # The CAM is the min-max scaled CAM of the ground-truth ids, with the BNNeck scale of this
+    # batch: generalized mean, biased batch variance, W[pid] * gamma / sqrt(var + eps), by hand.
+    head = model.global_head
+    p = head.pool.effective_p()
+    pooled = fmap.clamp(min=1e-6).pow(p).mean(dim=(2, 3)).pow(1.0 / p)  # (B, C)
+    scale = head.bnneck.weight / torch.sqrt(pooled.var(dim=0, unbiased=False) + head.bnneck.eps)  # (C,)
+    weights = head.classifier.weight[pids] * scale  # (B, C)
+    expected = torch.einsum("bc,bchw->bhw", weights.detach(), fmap)
+    lo = expected.flatten(1).amin(dim=1)[:, None, None]
+    hi = expected.flatten(1).amax(dim=1)[:, None, None]
+    torch.testing.assert_close(out.cam, (expected - lo) / (hi - lo), rtol=1e-4, atol=1e-5)
     assert not torch.equal(before["running_var"], model.global_head.bnneck.running_var)  # it was a train step
     bh, bw = model.erase_block_size(4, 2)
     assert (bh, bw) == (1, 2)
@@ -182,7 +229,7 @@ def test_erased_block_is_the_salient_one_and_really_zeroed():
     # The window of the mask has the largest CAM sum of all candidate rows.
     row_sums = out.cam.sum(dim=2)  # (B, h): with a full-width block, windows are rows
     assert torch.equal(boxes[:, 0], row_sums.argmax(dim=1))
-    erased = seen["map"]  # (B, C, h, w): F' * (1 - mask)
+    # erased: (B, C, h, w), F' * (1 - mask)
     inside = out.erase_mask.bool()[:, None].expand_as(erased)
     assert float(erased[inside].abs().max()) == 0.0
     assert float(erased[~inside].abs().sum()) > 0.0
@@ -246,7 +293,8 @@ def test_forward_does_not_modify_inputs_and_trains_end_to_end():
     loss = F.cross_entropy(out.global_logits, pids) + F.cross_entropy(out.erase_logits, pids)
     loss.backward()
     assert model.backbone.conv1.weight.grad.abs().sum() > 0
-    assert model.global_head.pool.p.grad is not None and model.erase_head.pool.p.grad is not None
+    for head in (model.global_head, model.erase_head):  # p learns: a non-zero gradient on q
+        assert head.pool.q.grad is not None and float(head.pool.q.grad.abs().sum()) > 0
     assert model.global_head.bnneck.bias.requires_grad is False and model.global_head.classifier.bias is None
     assert 0.0005 < float(model.global_head.classifier.weight.detach().std()) < 0.002
 

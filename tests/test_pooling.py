@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from esnet.model.pooling import Pool, avg_pool, max_pool, p_pool
+from esnet.model.pooling import Pool, avg_pool, max_pool, p_pool, q_from_p
 
 
 def _x(seed: int = 0, shape=(2, 3, 8, 4)) -> torch.Tensor:
@@ -58,7 +58,7 @@ def test_all_zero_input_gives_no_nan():
     out = pool(x)
     out.sum().backward()
     torch.testing.assert_close(out, torch.full((2, 3), 1e-6))
-    assert torch.isfinite(x.grad).all() and torch.isfinite(pool.p.grad).all()
+    assert torch.isfinite(x.grad).all() and torch.isfinite(pool.q.grad).all()
 
 
 def test_p_pool_lies_between_avg_and_max():
@@ -71,25 +71,59 @@ def test_pool_kinds():
     x = _x(5)
     torch.testing.assert_close(Pool("avg")(x), x.mean(dim=(2, 3)))
     torch.testing.assert_close(Pool("max")(x), x.amax(dim=(2, 3)))
-    assert Pool("avg").p is None and Pool("avg").effective_p() is None
+    assert Pool("avg").q is None and Pool("avg").effective_p() is None and Pool("avg").exponent() is None
     pool = Pool("p", 3.0)
-    assert pool.effective_p() == 3.0 and pool.p.requires_grad
+    assert pool.effective_p() == 3.0 and pool.q.requires_grad and pool.q.shape == (1,)
+    for p_init in (1.0001, 1.5, 2.98, 7.0, 50.0):  # q = softplus^-1(p_init - 1) gives p_init back exactly
+        assert Pool("p", p_init).effective_p() == float(torch.tensor(p_init))
 
 
-def test_p_below_one_is_clamped_to_average():
+def test_p_near_one_is_average_and_its_gradient_does_not_die():
+    # p = 1 + softplus(q): as q -> -inf p -> 1 (average pooling) but dp/dq = sigmoid(q) stays > 0,
+    # whereas the old clamp(min=1) had zero gradient once p had crossed 1.
     pool = Pool("p", 3.0)
     with torch.no_grad():
-        pool.p.fill_(0.5)
+        pool.q.fill_(-8.0)
     x = _x(6)
-    torch.testing.assert_close(pool(x), x.mean(dim=(2, 3)), atol=1e-6, rtol=0)
-    assert pool.effective_p() == 1.0
+    out = pool(x)
+    assert 1.0 < pool.effective_p() < 1.001
+    torch.testing.assert_close(out, x.mean(dim=(2, 3)), atol=1e-4, rtol=0)
+    (out * torch.linspace(-1, 1, 3)).sum().backward()  # a loss that prefers a different p
+    expected_dq = torch.sigmoid(torch.tensor(-8.0))  # dp/dq
+    p = pool.exponent().detach().requires_grad_(True)
+    (p_pool(x, p) * torch.linspace(-1, 1, 3)).sum().backward()
+    torch.testing.assert_close(pool.q.grad, p.grad * expected_dq, rtol=1e-4, atol=0)
+    assert float(pool.q.grad.abs()) > 1e-6
+
+
+def test_q_from_p_round_trip_and_floor():
+    p = torch.tensor([1.0 + 1e-3, 2.0, 3.0, 40.0])
+    torch.testing.assert_close(1.0 + torch.nn.functional.softplus(q_from_p(p)), p, rtol=1e-6, atol=0)
+    floor = 1.0 + torch.nn.functional.softplus(q_from_p(torch.tensor([0.5, 1.0])))
+    torch.testing.assert_close(floor, torch.full((2,), 1.0 + 1e-6), rtol=0, atol=1e-7)
+
+
+def test_per_channel_p():
+    pool = Pool("p", 2.5, channels=3, per_channel=True)
+    assert pool.q.shape == (3,) and pool.p_values().tolist() == [2.5] * 3
+    with torch.no_grad():
+        pool.q.copy_(q_from_p(torch.tensor([1.5, 3.0, 8.0])))
+    x = _x(7)
+    torch.testing.assert_close(pool(x), p_pool(x, torch.tensor([1.5, 3.0, 8.0])), rtol=1e-5, atol=1e-6)
+    assert pool.effective_p() == pytest.approx((1.5 + 3.0 + 8.0) / 3, rel=1e-5)
+    pool(x).sum().backward()
+    assert pool.q.grad.shape == (3,) and bool((pool.q.grad.abs() > 0).all())
+    assert Pool("p", 2.5, channels=3).q.shape == (1,)  # per_channel off: one p
 
 
 def test_bad_arguments_raise():
     with pytest.raises(ValueError, match="pool kind must be one of"):
         Pool("gem")
-    with pytest.raises(ValueError, match="p_init must be >= 1"):
-        Pool("p", 0.5)
+    for bad in (0.5, 1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=r"p_init must be a finite number > 1"):
+            Pool("p", bad)
+    with pytest.raises(ValueError, match="channels must be an integer >= 1"):
+        Pool("p", 3.0, channels=0, per_channel=True)
     with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
         p_pool(torch.ones(2, 3), torch.tensor([2.0]))
     with pytest.raises(ValueError, match="p must have shape"):

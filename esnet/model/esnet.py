@@ -75,9 +75,9 @@ class Head(nn.Module):
     The BNNeck's bias is frozen at 0; the classifier is initialised normal(0, 0.001).
     """
 
-    def __init__(self, channels: int, num_classes: int, pool: str, p_init: float) -> None:
+    def __init__(self, channels: int, num_classes: int, pool: str, p_init: float, p_per_channel: bool = False) -> None:
         super().__init__()
-        self.pool = Pool(pool, p_init)
+        self.pool = Pool(pool, p_init, channels=channels, per_channel=p_per_channel)
         self.bnneck = nn.BatchNorm1d(channels)
         nn.init.ones_(self.bnneck.weight)
         nn.init.zeros_(self.bnneck.bias)
@@ -85,10 +85,25 @@ class Head(nn.Module):
         self.classifier = nn.Linear(channels, num_classes, bias=False)
         nn.init.normal_(self.classifier.weight, std=0.001)
 
-    def bn_scale(self) -> torch.Tensor:
-        """(C,) ``gamma / sqrt(running_var + eps)``: the BNNeck's per-channel scale in eval mode."""
+    def bn_scale(self, batch_feat: torch.Tensor | None = None) -> torch.Tensor:
+        """(C,) the BNNeck's per-channel scale ``gamma / sqrt(var + eps)``, detached.
+
+        Args:
+            batch_feat: None for the eval-mode scale (``var`` = running variance); or the
+                (B, C) pooled features the BNNeck normalised in train mode, whose biased
+                batch variance (what BatchNorm1d divides by in train mode) is then used.
+        Returns:
+            (C,) float32, no gradient.
+        """
         bn = self.bnneck
-        return bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        with torch.no_grad():
+            if batch_feat is None:
+                var = bn.running_var.float()
+            else:
+                if batch_feat.ndim != 2 or batch_feat.shape[1] != bn.num_features:
+                    raise ValueError(f"batch_feat must be (B, {bn.num_features}), got {tuple(batch_feat.shape)}")
+                var = batch_feat.detach().float().var(dim=0, unbiased=False)  # (C,)
+            return bn.weight.detach().float() / torch.sqrt(var + bn.eps)
 
 
 class BranchBottleneck(nn.Module):
@@ -133,7 +148,7 @@ class ESNet(nn.Module):
         self.num_classes = num_classes
         self.backbone: Backbone = build_backbone(cfg.backbone, cfg.last_stride)
         c = self.backbone.out_channels
-        self.global_head = Head(c, num_classes, cfg.pool, cfg.p_init)
+        self.global_head = Head(c, num_classes, cfg.pool, cfg.p_init, cfg.p_per_channel)
         self.erase_bottleneck: nn.Module | None = None
         self.erase_head: Head | None = None
         if cfg.erasing != "off":
@@ -141,7 +156,7 @@ class ESNet(nn.Module):
             for m in self.erase_bottleneck.modules():
                 if isinstance(m, nn.Conv2d):
                     nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            self.erase_head = Head(c, num_classes, cfg.pool, cfg.p_init)
+            self.erase_head = Head(c, num_classes, cfg.pool, cfg.p_init, cfg.p_per_channel)
         self.embedding_dim: int
         self.set_test_feature(cfg.test_feature)  # sets embedding_dim: c, or 2c for concat
         self.erasing_generator: torch.Generator | None = None
@@ -176,21 +191,27 @@ class ESNet(nn.Module):
             )
         return self.backbone(images)
 
-    def global_cam(self, fmap: torch.Tensor, class_ids: torch.Tensor) -> torch.Tensor:
+    def global_cam(
+        self, fmap: torch.Tensor, class_ids: torch.Tensor, batch_feat: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Raw (signed, unscaled) CAM of ``class_ids`` from the global branch, no gradient.
 
         ``CAM(h, w) = sum_k W[c, k] s_k F[k, h, w]`` (see ``esnet.model.erasing``); with
-        average pooling and eval-mode BN this is ``h * w`` x pre-ReLU Grad-CAM.
+        average pooling this is ``h * w`` x pre-ReLU Grad-CAM of the logit whose BNNeck
+        scale ``s`` is used: the eval-mode logit (running variance) by default, or the
+        train-mode logit (the batch's own variance, treated as a constant) when
+        ``batch_feat`` is given.
 
         Args:
             fmap: (B, C, h, w) backbone map.
             class_ids: (B,) int64 in [0, N).
+            batch_feat: optional (B, C) pooled global features of this training batch.
         Returns:
             (B, h, w) float32, detached.
         """
         with torch.no_grad():
             head = self.global_head
-            weights = head.classifier.weight.float()[class_ids] * head.bn_scale().float()[None]  # (B, C)
+            weights = head.classifier.weight.float()[class_ids] * head.bn_scale(batch_feat)[None]  # (B, C)
             return linear_cam(fmap.detach(), weights)
 
     def erase_block_size(self, h: int, w: int) -> tuple[int, int]:
@@ -198,13 +219,34 @@ class ESNet(nn.Module):
         return block_size(h, w, self.cfg.erase_height, self.cfg.erase_width)
 
     def learned_p(self) -> dict[str, float]:
-        """``{"global": p, "erase": p}`` for P-pooling (erase only with a branch); {} otherwise."""
+        """``{"global": p, "erase": p}`` for P-pooling (erase only with a branch); {} otherwise.
+
+        With ``p_per_channel`` each value is the mean over channels (see :meth:`p_spread`).
+        """
         out: dict[str, float] = {}
-        heads = {"global": self.global_head, "erase": self.erase_head}
-        for name, head in heads.items():
-            if head is not None and head.pool.p is not None:
-                out[name] = head.pool.effective_p()
+        for name, pool in self._p_pools().items():
+            p = pool.effective_p()
+            assert p is not None
+            out[name] = p
         return out
+
+    def p_spread(self) -> dict[str, dict[str, float]]:
+        """Per-channel P-pooling only: ``{branch: {"min", "q10", "median", "q90", "max"}}`` of p; else {}."""
+        out: dict[str, dict[str, float]] = {}
+        for name, pool in self._p_pools().items():
+            p = pool.p_values()
+            if pool.per_channel and p is not None:
+                q = torch.quantile(p.double(), torch.tensor([0.0, 0.1, 0.5, 0.9, 1.0], dtype=torch.float64))
+                out[name] = dict(zip(("min", "q10", "median", "q90", "max"), (float(v) for v in q)))
+        return out
+
+    def p_channels(self) -> dict[str, list[float]]:
+        """Every exponent in use per branch (one value, or C with ``p_per_channel``); {} without P-pooling."""
+        return {name: [float(v) for v in pool.p_values()] for name, pool in self._p_pools().items()}
+
+    def _p_pools(self) -> dict[str, Pool]:
+        heads = {"global": self.global_head, "erase": self.erase_head}
+        return {name: head.pool for name, head in heads.items() if head is not None and head.pool.q is not None}
 
     def _check_pids(self, pids: torch.Tensor, batch: int) -> None:
         if pids.shape != (batch,) or pids.dtype in (torch.bool,) or pids.is_floating_point() or pids.is_complex():
@@ -245,7 +287,8 @@ class ESNet(nn.Module):
         if self.cfg.erasing == "salient" and pids is None:
             raise ValueError("pids are required in train mode when model.erasing is 'salient'")
         g_logits = self.global_head.classifier(g_bn)  # (B, N)
-        cam = None if pids is None else minmax_scale(self.global_cam(fmap, pids))  # (B, h, w)
+        # The CAM of the logit being trained: the BNNeck normalised g_feat by its batch statistics.
+        cam = None if pids is None else minmax_scale(self.global_cam(fmap, pids, g_feat))  # (B, h, w)
         out = ESNetOutput(embedding=g_bn, global_feat=g_feat, global_logits=g_logits, cam=cam)
         if self.erase_head is None:
             return out

@@ -5,7 +5,10 @@ P-pooling (the pooling ES-Net uses) is the generalized mean
 """
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 POOL_KINDS = ("p", "avg", "max")
@@ -52,20 +55,48 @@ def max_pool(x: torch.Tensor) -> torch.Tensor:
     return x.amax(dim=(2, 3))
 
 
+def softplus_inverse(y: torch.Tensor) -> torch.Tensor:
+    """The q with ``softplus(q) = y`` for y > 0: ``q = y + log(-expm1(-y))`` (stable for small and large y)."""
+    y64 = y.double()
+    return (y64 + torch.log(-torch.expm1(-y64))).float()
+
+
+def q_from_p(p: torch.Tensor, tiny: float = 1e-6) -> torch.Tensor:
+    """The unconstrained parameter q of an exponent p: ``p = 1 + softplus(q)``.
+
+    Exponents at or below 1 (an old raw-p checkpoint whose p was clamped to 1 in use)
+    are mapped to ``1 + tiny``, the nearest exponent the smooth map can represent.
+
+    Args:
+        p: (1,) or (C,) exponent(s).
+        tiny: margin above 1, > 0.
+    Returns:
+        q, same shape, float32.
+    """
+    return softplus_inverse(p.double().clamp(min=1.0 + tiny) - 1.0)
+
+
 class Pool(nn.Module):
     """Global pooling ``(B, C, H, W) -> (B, C)``.
 
+    For kind ``p`` the exponent is ``p = 1 + softplus(q)`` with q the trainable parameter:
+    p > 1 always, and ``dp/dq = sigmoid(q) > 0``, so the gradient never dies (a clamp at 1
+    has zero gradient below 1, and a p that crossed 1 would stick there). q starts at
+    ``softplus^-1(p_init - 1)``, so p equals p_init exactly at initialisation.
+
     Args:
-        kind: ``p`` (P-pooling with a trainable exponent, clamped to >= 1 in use),
-            ``avg`` or ``max``.
-        p_init: initial exponent for ``p``; ignored for the other kinds.
+        kind: ``p`` (P-pooling with a trainable exponent), ``avg`` or ``max``.
+        p_init: initial exponent for ``p``, > 1; ignored for the other kinds.
         eps: lower clamp of the input for ``p``.
+        channels: C; with ``per_channel`` one exponent per channel, else ignored.
+        per_channel: one p per channel (q of shape (C,)) instead of one per layer.
 
     Attributes:
-        p: (1,) trainable exponent for kind ``p``; None otherwise.
+        q: (1,) or (C,) trainable parameter of the exponent for kind ``p``; None otherwise.
     """
 
-    def __init__(self, kind: str, p_init: float = 3.0, eps: float = 1e-6) -> None:
+    def __init__(self, kind: str, p_init: float = 3.0, eps: float = 1e-6, *, channels: int = 1,
+                 per_channel: bool = False) -> None:
         super().__init__()
         if kind not in POOL_KINDS:
             raise ValueError(f"pool kind must be one of {list(POOL_KINDS)}, got {kind!r}")
@@ -73,26 +104,45 @@ class Pool(nn.Module):
             raise ValueError(f"eps must be > 0, got {eps!r}")
         self.kind = kind
         self.eps = eps
+        self.per_channel = bool(per_channel) and kind == "p"
         if kind == "p":
-            if not p_init >= 1.0:
-                raise ValueError(f"p_init must be >= 1, got {p_init!r}")
-            self.p: nn.Parameter | None = nn.Parameter(torch.tensor([float(p_init)]))  # (1,)
+            if not (isinstance(p_init, (int, float)) and math.isfinite(p_init) and p_init > 1.0):
+                raise ValueError(f"p_init must be a finite number > 1 (p = 1 + softplus(q)), got {p_init!r}")
+            if per_channel and not (isinstance(channels, int) and channels >= 1):
+                raise ValueError(f"channels must be an integer >= 1 for a per-channel p, got {channels!r}")
+            n = channels if per_channel else 1
+            q0 = q_from_p(torch.tensor([float(p_init)], dtype=torch.float64))  # (1,)
+            self.q: nn.Parameter | None = nn.Parameter(q0.expand(n).clone())  # (1,) or (C,)
         else:
-            self.p = None
+            self.q = None
+
+    def exponent(self) -> torch.Tensor | None:
+        """(1,) or (C,) ``p = 1 + softplus(q)``, differentiable in q; None for ``avg``/``max``."""
+        if self.q is None:
+            return None
+        return 1.0 + F.softplus(self.q.float())
+
+    def p_values(self) -> torch.Tensor | None:
+        """(1,) or (C,) float32 exponent(s) in use, detached, on the CPU; None for ``avg``/``max``."""
+        p = self.exponent()
+        return None if p is None else p.detach().cpu()
 
     def effective_p(self) -> float | None:
-        """The exponent in use (clamped to >= 1) for kind ``p``; None for ``avg``/``max``."""
-        if self.p is None:
-            return None
-        return float(self.p.detach().clamp(min=1.0).item())
+        """The exponent in use for kind ``p`` (the mean over channels when per-channel); None otherwise."""
+        p = self.p_values()
+        return None if p is None else float(p.mean().item())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.kind == "p":
-            assert self.p is not None
-            return p_pool(x, self.p.clamp(min=1.0), self.eps)
+            p = self.exponent()
+            assert p is not None
+            return p_pool(x, p, self.eps)
         if self.kind == "avg":
             return avg_pool(x)
         return max_pool(x)
 
     def extra_repr(self) -> str:
-        return f"kind={self.kind!r}" + (f", p={self.effective_p():.3f}" if self.p is not None else "")
+        if self.q is None:
+            return f"kind={self.kind!r}"
+        shape = ", per channel (mean)" if self.per_channel else ""
+        return f"kind={self.kind!r}, p={self.effective_p():.3f}{shape}"
