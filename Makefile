@@ -11,9 +11,12 @@ PORT ?= 8501
 venv: $(STAMP)
 
 # One pip call installs every pin together (torch/torchvision pinned so nothing pulls another torch).
-$(STAMP): requirements.txt pyproject.toml
+# The test-only peers (requirements-peers.txt: torchreid, the independent reference for re-ranking
+# and ranking) follow in a second call with --no-deps, so they cannot bring their own torch.
+$(STAMP): requirements.txt requirements-peers.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt -e .
+	$(PY) -m pip install --disable-pip-version-check -q --no-deps -r requirements-peers.txt
 	@touch $(STAMP)
 
 demo-data: $(STAMP)

@@ -21,14 +21,11 @@ import pandas as pd
 from esnet.data.datasets import load_dataset
 from esnet.data.types import ReidData
 from esnet.embedding import Embeddings, Inference, embed_split
-from esnet.metrics import RankResult, VerificationResult, evaluate, pairwise_distance, re_ranking, verification_roc
+from esnet import metrics
+from esnet.metrics import RankResult, VerificationResult, evaluate, pairwise_distance, re_ranking_features, verification_roc
 
 MAX_RANK = 50
 """Length of the CMC curve kept in a report."""
-
-RERANK_MAX_ITEMS = 25_000
-"""Largest query + gallery that ``rerank=True`` accepts: re-ranking holds (G, G) distances
-(1.6 GB at 20,000) and takes minutes on a CPU beyond that."""
 
 Progress = Callable[[str, int, int], None]
 """``progress(stage, done, total)``; stage is ``query`` or ``gallery``."""
@@ -125,8 +122,9 @@ def evaluate_inference(inf: Inference, data: ReidData, *, rerank: bool = False, 
     Args:
         inf: from ``esnet.embedding.load_inference``.
         data: a loaded dataset with ``protocol == "standard"``.
-        rerank: k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3) before scoring; refused
-            above RERANK_MAX_ITEMS images.
+        rerank: k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3, the reference numbers:
+            ``metrics.re_ranking_features`` on the cosine distances) before scoring; refused
+            above ``metrics.MAX_RERANK_ITEMS`` query + gallery images.
         flip: average each feature with its mirror's.
         cache_dir: embedding cache (see ``esnet.embedding``); None = no cache.
         batch_size: images per forward pass.
@@ -139,9 +137,9 @@ def evaluate_inference(inf: Inference, data: ReidData, *, rerank: bool = False, 
         raise ValueError(f"dataset {data.name!r} uses the {data.protocol!r} protocol; evaluate it with "
                          "esnet.metrics.evaluate_vehicleid (this evaluates the standard query/gallery protocol)")
     n_items = len(data.query) + len(data.gallery)
-    if rerank and n_items > RERANK_MAX_ITEMS:
-        raise ValueError(f"re-ranking is limited to {RERANK_MAX_ITEMS} query + gallery images "
-                         f"(it holds the gallery x gallery distances); {data.name!r} has {n_items}")
+    if rerank and n_items > metrics.MAX_RERANK_ITEMS:  # checked before embedding, not after
+        raise ValueError(f"re-ranking is limited to MAX_RERANK_ITEMS = {metrics.MAX_RERANK_ITEMS} query + gallery "
+                         f"images; {data.name!r} has {n_items}")
     embs = {}
     for split in ("query", "gallery"):
         report = None if progress is None else (lambda done, total, s=split: progress(s, done, total))
@@ -151,10 +149,7 @@ def evaluate_inference(inf: Inference, data: ReidData, *, rerank: bool = False, 
     dist = pairwise_distance(np.asarray(q.features), np.asarray(g.features))  # (Q, G)
     reranked = None
     if rerank:
-        qq = pairwise_distance(np.asarray(q.features), np.asarray(q.features))  # (Q, Q)
-        gg = pairwise_distance(np.asarray(g.features), np.asarray(g.features))  # (G, G)
-        reranked = re_ranking(dist, qq, gg).astype(np.float32)  # (Q, G)
-        del qq, gg
+        reranked = re_ranking_features(np.asarray(q.features), np.asarray(g.features), "cosine")  # (Q, G)
     scored = dist if reranked is None else reranked
     result = evaluate(scored, q.pids, g.pids, q.camids, g.camids, max_rank=MAX_RANK)
     roc = verification_roc(dist, q.pids, g.pids, q.camids, g.camids)

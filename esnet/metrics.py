@@ -5,7 +5,9 @@ the gallery by distance, ties broken by gallery index), vectorised over chunks o
 queries, with bounded memory. The other functions build on it or sit beside it:
 
 * ``evaluate_vehicleid``: one random gallery image per identity, repeated.
-* ``re_ranking``: k-reciprocal re-ranking (Zhong et al., CVPR 2017).
+* ``re_ranking`` / ``re_ranking_features``: k-reciprocal re-ranking (Zhong et al., CVPR
+  2017) with the numbers of torchreid's reference code, from distance matrices or, in memory
+  linear in Q + G, from features.
 * ``verification_roc``: pair verification ROC over query x gallery pairs.
 * ``pairwise_distance``: cosine or Euclidean distance matrix with torch matmul.
 
@@ -28,8 +30,10 @@ _SPARSE_WORK_RATIO = 0.5
 """``evaluate`` takes the sparse path for a chunk when (candidates x ceil(log2(K+1))) is
 at most this fraction of its elements, else the dense path; tests set 0 or inf to force one."""
 
-MAX_RERANK_ITEMS = 30_000
-"""Largest Q + G that ``re_ranking`` accepts (its q_q/g_g inputs alone are O((Q+G)^2))."""
+MAX_RERANK_ITEMS = 150_000
+"""The one size limit of re-ranking (``re_ranking``, ``re_ranking_features`` and every caller):
+largest Q + G accepted. The work beyond the inputs and the (Q, G) output grows linearly in
+Q + G (about 2 GiB at 100,000 images with the default k1, k2); MSMT17's 93,820 test images fit."""
 
 MAX_ROC_PAIRS = 5_000_000
 """Default bound on the number of pairs ``verification_roc`` scores."""
@@ -523,6 +527,10 @@ def evaluate_vehicleid(
 
 
 # --------------------------------------------------------------------------- re-ranking
+# k-reciprocal re-ranking, computed as torchreid's ``re_ranking`` (deep-person-reid,
+# torchreid/utils/rerank.py, from Zhong et al.'s code) computes it, in bounded memory.
+# Self-contained: it uses only _as_matrix, _check_int, _as_features, _unit_rows, CHUNK_BYTES
+# and MAX_RERANK_ITEMS from the rest of this module.
 
 
 def re_ranking(
@@ -534,32 +542,34 @@ def re_ranking(
     lambda_value: float = 0.3,
 ) -> np.ndarray:
     """k-reciprocal re-ranking (Zhong et al., "Re-ranking Person Re-identification with
-    k-reciprocal Encoding", CVPR 2017).
+    k-reciprocal Encoding", CVPR 2017) of precomputed distance matrices.
 
-    All N = Q + G images form one set. With d the input distances divided by their
-    single global maximum (a rank-preserving scale to [0, 1] for non-negative inputs;
-    no squaring, no per-column normalisation):
+    The numbers of the reference code (torchreid's and fast-reid's ``re_ranking``, same
+    signature), which published ``+re-ranking`` results use. All N = Q + G images form one
+    set; with d the input distances (q_q and g_g symmetric, as distance matrices are):
 
-    1. N(i, k): the k nearest items of i (itself included), ties by index.
+    0. D(i, j) = d(i, j)^2 / s(i), s(i) = max_k d(i, k)^2: squared, each row divided by
+       its own maximum (the reference's per-column normalisation of the symmetric matrix).
+    1. N(i, k): the k nearest items of i (itself included) by D, ties by index.
     2. R(i, k) = {j in N(i, k+1) : i in N(j, k+1)} (k-reciprocal neighbours).
     3. R*(i) = R(i, k1) plus every R(j, round(k1/2)), j in R(i, k1), that shares more
        than 2/3 of its members with R(i, k1).
-    4. V[i, j] = exp(-d(i, j)) on R*(i), rows normalised to sum 1.
+    4. V[i, j] = exp(-D(i, j)) on R*(i), rows normalised to sum 1.
     5. Local query expansion: V[i] <- mean of V[j] over the k2 nearest items j of i.
     6. Jaccard distance d_J(i, j) = 1 - sum min(V_i, V_j) / sum max(V_i, V_j).
-    7. Result = (1 - lambda_value) * d_J + lambda_value * d, for query x gallery.
+    7. Result = (1 - lambda_value) * d_J + lambda_value * D, for query x gallery.
 
-    So ``lambda_value=1`` returns ``q_g_dist / max(all three inputs)``.
+    So ``lambda_value=1`` returns ``q_g_dist**2 / s(query)``. The only departure from the
+    reference is its unstable sort: exact ties are broken by index here. Note that torchreid
+    feeds it squared Euclidean distances (squared once more inside); esnet feeds cosine
+    distances (``re_ranking_features``).
 
-    Memory is O((Q+G)^2): the q_q and g_g inputs are themselves that big (the (N, N)
-    matrix is never assembled). Beyond them the work is chunked (~256 MiB buffers),
-    plus O(N * k1^2 * k2) for the sparse encodings and the (Q, G) output; measured on
-    2 CPU cores: 5 s and 0.6 GiB peak beyond the inputs for 2,000 x 10,000 with the
-    defaults. Q + G above MAX_RERANK_ITEMS (30,000: a g_g of 3.6 GB in float32) is
-    refused with a ValueError rather than running out of memory.
+    The (N, N) matrix is never assembled: beyond the inputs (O(N^2) themselves) the work is
+    chunked (~256 MiB buffers) plus O(N * k1^2 * k2) sparse encodings and the (Q, G)
+    output. For sets too large to hold q_q and g_g use :func:`re_ranking_features`.
 
     Args:
-        q_g_dist: (Q, G) query-gallery distances, finite, not all <= 0.
+        q_g_dist: (Q, G) query-gallery distances, finite.
         q_q_dist: (Q, Q) query-query distances.
         g_g_dist: (G, G) gallery-gallery distances.
         k1: neighbourhood size of the k-reciprocal sets, 1 <= k1 < Q + G.
@@ -567,6 +577,9 @@ def re_ranking(
         lambda_value: weight of the original distance, in [0, 1].
     Returns:
         (Q, G) float32 re-ranked distances.
+    Raises:
+        ValueError: bad shapes or parameters, non-finite distances, Q + G above
+            MAX_RERANK_ITEMS, or an item at distance 0 from every item.
     """
     qg = _as_matrix("q_g_dist", q_g_dist)
     qq = _as_matrix("q_q_dist", q_q_dist)
@@ -576,47 +589,100 @@ def re_ranking(
         raise ValueError(f"q_q_dist must be (Q, Q) = {(num_q, num_q)} to match q_g_dist {qg.shape}, got {qq.shape}")
     if gg.shape != (num_g, num_g):
         raise ValueError(f"g_g_dist must be (G, G) = {(num_g, num_g)} to match q_g_dist {qg.shape}, got {gg.shape}")
+    k1, k2 = _check_rerank_args(num_q, num_g, k1, k2, lambda_value)
+    for name, a in (("q_g_dist", qg), ("q_q_dist", qq), ("g_g_dist", gg)):
+        if not np.isfinite(a).all():
+            raise ValueError(f"{name} must be finite (no NaN or inf)")
+    return _re_rank(_DistTable(qq, qg, gg), k1, k2, float(lambda_value))
+
+
+def re_ranking_features(
+    qf: np.ndarray | torch.Tensor,
+    gf: np.ndarray | torch.Tensor,
+    metric: str = "cosine",
+    *,
+    k1: int = 20,
+    k2: int = 6,
+    lambda_value: float = 0.3,
+) -> np.ndarray:
+    """k-reciprocal re-ranking from features, in memory linear in Q + G (plus the output).
+
+    Equal to ``re_ranking(pairwise_distance(qf, gf, metric), pairwise_distance(qf, qf,
+    metric), pairwise_distance(gf, gf, metric), k1, k2, lambda_value)`` (to float32
+    rounding) without ever holding a (Q+G, Q+G) or (G, G) matrix: the nearest neighbours
+    and row maxima come from one chunked torch-matmul pass over the rows of the (N, N)
+    distances (exact k-NN, O(N^2 D) time), the distances on R*(i) from the features.
+
+    Memory beyond the inputs and the (Q, G) float32 output: chunks of ~256 MiB plus
+    O(N * k1^2 * k2) for the sparse encodings (``benchmarks/rerank_memory.py`` measures
+    it). Q + G up to MAX_RERANK_ITEMS, which MSMT17 (93,820 test images) fits.
+
+    Args:
+        qf: (Q, D) query features, any norm (cosine: no zero rows).
+        gf: (G, D) gallery features.
+        metric: ``cosine`` or ``euclidean`` as in :func:`pairwise_distance`.
+        k1, k2, lambda_value: as in :func:`re_ranking`.
+    Returns:
+        (Q, G) float32 re-ranked distances.
+    """
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {list(METRICS)}, got {metric!r}")
+    q, g = _as_features("qf", qf), _as_features("gf", gf)
+    if q.shape[1] != g.shape[1]:
+        raise ValueError(f"qf and gf must have the same feature size, got {q.shape[1]} and {g.shape[1]}")
+    if q.device != g.device:
+        raise ValueError(f"qf and gf must be on the same device, got {q.device} and {g.device}")
+    k1, k2 = _check_rerank_args(q.shape[0], g.shape[0], k1, k2, lambda_value)
+    if metric == "cosine":
+        q, g = _unit_rows("qf", q), _unit_rows("gf", g)
+    return _re_rank(_FeatureTable(q, g, metric), k1, k2, float(lambda_value))
+
+
+def _check_rerank_args(num_q: int, num_g: int, k1: object, k2: object, lambda_value: object) -> tuple[int, int]:
+    """Validated (k1, k2); raises ValueError naming the bad value and the rule."""
     n = num_q + num_g
     if num_q == 0 or num_g == 0:
-        raise ValueError(f"q_g_dist must have at least one query and one gallery item, got shape {qg.shape}")
+        raise ValueError(f"re-ranking needs at least one query and one gallery item, got Q={num_q}, G={num_g}")
     if n > MAX_RERANK_ITEMS:
-        raise ValueError(
-            f"re_ranking needs memory O((Q+G)^2); Q + G = {n} exceeds MAX_RERANK_ITEMS = {MAX_RERANK_ITEMS}"
-        )
+        raise ValueError(f"re-ranking {num_q} queries + {num_g} gallery items: Q + G = {n} exceeds "
+                         f"MAX_RERANK_ITEMS = {MAX_RERANK_ITEMS}")
     k1 = _check_int("k1", k1, 1)
     k2 = _check_int("k2", k2, 1)
     if k1 >= n:
         raise ValueError(f"k1 must be < Q + G = {n}, got {k1}")
     if k2 > n:
         raise ValueError(f"k2 must be <= Q + G = {n}, got {k2}")
-    if not (isinstance(lambda_value, (int, float)) and 0.0 <= lambda_value <= 1.0):
+    if isinstance(lambda_value, bool) or not (isinstance(lambda_value, (int, float)) and 0.0 <= lambda_value <= 1.0):
         raise ValueError(f"lambda_value must be in [0, 1], got {lambda_value!r}")
-    for name, a in (("q_g_dist", qg), ("q_q_dist", qq), ("g_g_dist", gg)):
-        if not np.isfinite(a).all():
-            raise ValueError(f"{name} must be finite (no NaN or inf)")
-    scale = float(max(qg.max(), qq.max(), gg.max()))
-    if not scale > 0:
-        raise ValueError(f"re_ranking divides distances by their maximum, which must be > 0, got {scale!r}")
+    return k1, k2
 
-    table = _DistTable(qq, qg, gg)
-    nn = _nearest(table, max(k1 + 1, k2))  # (N, max(k1+1, k2)) sorted
+
+def _re_rank(table: _DistTable | _FeatureTable, k1: int, k2: int, lambda_value: float) -> np.ndarray:
+    """Steps 0-7 of :func:`re_ranking` over a distance source; (Q, G) float32."""
+    n, num_q = table.n, table.num_q
+    num_g = n - num_q
+    nn, scale = _nearest(table, max(k1 + 1, k2))  # (N, max(k1+1, k2)) sorted; (N,) row max of d^2
+    flat = np.flatnonzero(~(scale > 0))
+    if flat.size:
+        i = int(flat[0])
+        which = f"query {i}" if i < num_q else f"gallery item {i - num_q}"
+        raise ValueError(f"{which} is at distance 0 from every item: re-ranking divides each row by its "
+                         "largest squared distance, which must be > 0")
     rstar_idx, rstar_ok = _expanded_reciprocal(nn, k1)  # (N, W)
-    # Step 4: V rows on R*(i), as padded sparse rows (index N = empty slot).
-    rows = np.broadcast_to(np.arange(n)[:, None], rstar_idx.shape)
-    safe = np.where(rstar_ok, rstar_idx, 0)
-    w = np.where(rstar_ok, np.exp(-table.pairs(rows, safe) / scale), 0.0)  # (N, W) float64
-    v_val = w / w.sum(axis=1, keepdims=True)
-    v_idx = np.where(rstar_ok, rstar_idx, n)
-    # Step 5: local query expansion -> COO (row, col, val), row-major.
-    e_row, e_col, e_val = _query_expansion(v_idx, v_val, nn[:, :k2], n)
-    # Step 6-7.
-    jaccard_min = _min_sums(e_row, e_col, e_val, num_q, num_g)  # (Q, G) float64, chunked writer
+    v_val = _weights(table, rstar_idx, rstar_ok, scale)  # (N, W) step 4
+    v_idx = np.where(rstar_ok, rstar_idx, n)  # index N = empty slot
+    del rstar_idx, rstar_ok
+    e_row, e_col, e_val = _query_expansion(v_idx, v_val, nn[:, :k2], n)  # step 5, COO row-major
+    del v_idx, v_val
+    jaccard_min = _min_sums(e_row, e_col, e_val, num_q, num_g)  # step 6, chunked (Q, G) writer
     out = np.empty((num_q, num_g), dtype=np.float32)
     step = max(1, CHUNK_BYTES // (8 * 4 * num_g))
     for s in range(0, num_q, step):
-        m = jaccard_min(s, min(s + step, num_q))
+        e = min(s + step, num_q)
+        m = jaccard_min(s, e)
         jac = 1.0 - m / (2.0 - m)
-        out[s:s + step] = (1.0 - lambda_value) * jac + lambda_value * (qg[s:s + step] / scale)
+        d = table.qg_rows(s, e).astype(np.float64)  # (c, G)
+        out[s:e] = (1.0 - lambda_value) * jac + lambda_value * (d * d / scale[s:e, None])
     return out
 
 
@@ -643,6 +709,10 @@ class _DistTable:
             out[a - start:, nq:] = self.gg[a - nq:b - nq]
         return out
 
+    def qg_rows(self, start: int, stop: int) -> np.ndarray:
+        """(stop - start, G) query-gallery rows."""
+        return self.qg[start:stop]
+
     def pairs(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         """Entries (i, j) of the full matrix, float64, same shape as i and j."""
         nq = self.num_q
@@ -659,14 +729,62 @@ class _DistTable:
         return out
 
 
-def _nearest(table: _DistTable, k: int) -> np.ndarray:
-    """(N, k) int64 indices of the k nearest items of every item, ordered by (distance, index)."""
+class _FeatureTable:
+    """The (N, N) distances of [q; g] computed on demand from the features (float32 torch)."""
+
+    def __init__(self, q: torch.Tensor, g: torch.Tensor, metric: str) -> None:
+        self.f = torch.cat([q, g])  # (N, D)
+        self.sq = (self.f * self.f).sum(dim=1)  # (N,)
+        self.metric = metric
+        self.num_q = q.shape[0]
+        self.n = self.f.shape[0]
+
+    def _dist(self, prod: torch.Tensor, sq_a: torch.Tensor, sq_b: torch.Tensor) -> torch.Tensor:
+        # The same expressions as pairwise_distance, so both give the same float32 numbers.
+        if self.metric == "cosine":
+            return 1.0 - prod
+        return (sq_a + sq_b - 2.0 * prod).clamp_(min=0.0).sqrt_()
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        """(stop - start, N) float32 rows."""
+        prod = self.f[start:stop] @ self.f.T  # (c, N)
+        return self._dist(prod, self.sq[start:stop, None], self.sq[None, :]).cpu().numpy()
+
+    def qg_rows(self, start: int, stop: int) -> np.ndarray:
+        """(stop - start, G) float32 query-gallery rows."""
+        g = self.f[self.num_q:]
+        prod = self.f[start:stop] @ g.T  # (c, G)
+        return self._dist(prod, self.sq[start:stop, None], self.sq[None, self.num_q:]).cpu().numpy()
+
+    def pairs(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        """Distances of the pairs (i, j), float64, same shape as i and j ((c, W) index arrays)."""
+        out = np.empty(i.shape, dtype=np.float64)
+        flat_i, flat_j, flat_o = i.reshape(-1), j.reshape(-1), out.reshape(-1)
+        step = max(1, CHUNK_BYTES // (8 * self.f.shape[1]))  # two gathered (step, D) float32 blocks
+        for s in range(0, flat_i.size, step):
+            a = torch.from_numpy(np.array(flat_i[s:s + step])).to(self.f.device)  # copies: i may be a broadcast view
+            b = torch.from_numpy(np.array(flat_j[s:s + step])).to(self.f.device)
+            prod = (self.f[a] * self.f[b]).sum(dim=1)  # (c,)
+            flat_o[s:s + step] = self._dist(prod, self.sq[a], self.sq[b]).cpu().numpy()
+        return out
+
+
+def _nearest(table: _DistTable | _FeatureTable, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest items and row scales in one chunked pass over the rows.
+
+    Returns:
+        (N, k) int64 indices of the k nearest items of every item, ordered by (squared
+        distance, index); (N,) float64 max over each row of the squared distances.
+    """
     n = table.n
     out = np.empty((n, k), dtype=np.int64)
-    step = max(1, CHUNK_BYTES // (40 * n))
+    scale = np.empty(n, dtype=np.float64)
+    step = max(1, CHUNK_BYTES // (48 * n))
     for s in range(0, n, step):
         block = table.rows(s, min(s + step, n))  # (c, N)
+        block *= block  # squared, in the inputs' precision like the reference
         c = block.shape[0]
+        scale[s:s + c] = block.max(axis=1)
         kth = np.partition(block, k - 1, axis=1)[:, k - 1:k]  # (c, 1) k-th smallest value
         less = block < kth
         equal = block == kth
@@ -675,7 +793,21 @@ def _nearest(table: _DistTable, k: int) -> np.ndarray:
         idx = np.nonzero(chosen)[1].reshape(c, k)  # ascending index per row
         order = np.argsort(np.take_along_axis(block, idx, axis=1), axis=1, kind="stable")
         out[s:s + c] = np.take_along_axis(idx, order, axis=1)
-    return out
+    return out, scale
+
+
+def _weights(table: _DistTable | _FeatureTable, idx: np.ndarray, ok: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Step 4: (N, W) float64 V values exp(-d(i, j)^2 / s(i)) on R*(i), rows summing to 1."""
+    n, width = idx.shape
+    v_val = np.empty((n, width), dtype=np.float64)
+    step = max(1, CHUNK_BYTES // (40 * width))
+    for s in range(0, n, step):
+        e = min(s + step, n)
+        rows = np.broadcast_to(np.arange(s, e)[:, None], (e - s, width))
+        d = table.pairs(rows, np.where(ok[s:e], idx[s:e], 0))  # (c, W)
+        w = np.where(ok[s:e], np.exp(-(d * d) / scale[s:e, None]), 0.0)
+        v_val[s:e] = w / w.sum(axis=1, keepdims=True)
+    return v_val
 
 
 def _reciprocal(nn: np.ndarray) -> np.ndarray:
@@ -953,6 +1085,15 @@ def _as_features(name: str, x: object) -> torch.Tensor:
     return t
 
 
+def _unit_rows(name: str, t: torch.Tensor) -> torch.Tensor:
+    """(N, D) rows divided by their L2 norm; a zero row is refused (cosine distance is undefined)."""
+    norms = t.norm(dim=1)  # (N,)
+    zero = (norms == 0).nonzero()
+    if zero.numel():
+        raise ValueError(f"{name} row {int(zero[0, 0])} has zero norm: cosine distance is undefined")
+    return t / norms[:, None]
+
+
 def pairwise_distance(
     qf: np.ndarray | torch.Tensor,
     gf: np.ndarray | torch.Tensor,
@@ -982,12 +1123,7 @@ def pairwise_distance(
     if q.device != g.device:
         raise ValueError(f"qf and gf must be on the same device, got {q.device} and {g.device}")
     if metric == "cosine":
-        qn, gn = q.norm(dim=1), g.norm(dim=1)  # (Q,), (G,)
-        for name, norms in (("qf", qn), ("gf", gn)):
-            zero = (norms == 0).nonzero()
-            if zero.numel():
-                raise ValueError(f"{name} row {int(zero[0, 0])} has zero norm: cosine distance is undefined")
-        q, g = q / qn[:, None], g / gn[:, None]
+        q, g = _unit_rows("qf", q), _unit_rows("gf", g)
     else:
         q2, g2 = (q * q).sum(dim=1), (g * g).sum(dim=1)  # (Q,), (G,)
     out = np.empty((q.shape[0], g.shape[0]), dtype=np.float32)

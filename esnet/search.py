@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from esnet.metrics import MAX_RERANK_ITEMS, pairwise_distance, re_ranking
+from esnet.metrics import re_ranking_features
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -37,10 +37,6 @@ if TYPE_CHECKING:
 BACKENDS = ("auto", "exact", "faiss-flat", "faiss-ivf")
 AUTO_EXACT_MAX = 50_000
 """Largest gallery that ``backend="auto"`` searches exactly; larger ones get faiss-ivf."""
-
-RERANK_MAX_GALLERY = 20_000
-"""Largest gallery (exact/flat: the whole gallery; IVF: the union of candidates) that
-``search(rerank=True)`` re-ranks: re-ranking needs the (G, G) distances, 1.6 GB at 20,000."""
 
 IVF_RERANK_CANDIDATES = 200
 """Candidates per query that faiss-ivf re-ranking fetches (at least topk + exclusions)."""
@@ -286,11 +282,12 @@ def search(
     ``k = min(topk, N - E)``, E the most gallery items excluded for any query (0 without
     ``exclude_same_camera``): topk beyond the gallery is clamped, so every row is full.
 
-    Re-ranking (``esnet.metrics.re_ranking``, parameters k1, k2, lambda_value) runs over
-    the queries plus, for exact/flat, the whole gallery, refused above RERANK_MAX_GALLERY
-    items; for faiss-ivf, the union of each query's IVF_RERANK_CANDIDATES nearest items
-    (an approximation: neighbourhoods are computed inside that union). Q + G must also
-    stay within ``metrics.MAX_RERANK_ITEMS``. Cost: O((Q+G)^2 D) time and memory.
+    Re-ranking (``esnet.metrics.re_ranking_features`` on cosine distances, parameters k1,
+    k2, lambda_value) runs over the queries plus, for exact/flat, the whole gallery; for
+    faiss-ivf, the union of each query's IVF_RERANK_CANDIDATES nearest items (an
+    approximation: neighbourhoods are computed inside that union). Q + G must stay within
+    the one re-ranking limit, ``metrics.MAX_RERANK_ITEMS``. Cost: O((Q+G)^2 D) time,
+    memory linear in Q + G plus the (Q, G) result.
 
     Args:
         index: from ``build_index``.
@@ -341,15 +338,8 @@ def search(
             cols = np.unique(cand[cand >= 0])  # ascending: local order = gallery order
         else:
             cols = np.arange(n)
-        if cols.size > RERANK_MAX_GALLERY or nq + cols.size > MAX_RERANK_ITEMS:
-            raise ValueError(
-                f"re-ranking a gallery of {cols.size} items with {nq} queries exceeds the limits "
-                f"G <= RERANK_MAX_GALLERY = {RERANK_MAX_GALLERY} and Q + G <= MAX_RERANK_ITEMS = "
-                f"{MAX_RERANK_ITEMS} (memory O((Q+G)^2)); search without rerank or with fewer queries"
-            )
         g = index._tensor[torch.from_numpy(cols)] if index.backend == "faiss-ivf" else index._tensor
-        qt = torch.from_numpy(q)
-        dist = re_ranking(pairwise_distance(qt, g), pairwise_distance(qt, qt), pairwise_distance(g, g), k1, k2, lambda_value)
+        dist = re_ranking_features(torch.from_numpy(q), g, "cosine", k1=k1, k2=k2, lambda_value=lambda_value)
         local, vals = _smallest_k(masked(dist, slice(None), cols), k)
         idx = cols[local]
     elif index.backend == "exact":

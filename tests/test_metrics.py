@@ -19,6 +19,12 @@ from esnet.metrics import (
     verification_roc,
 )
 
+# torchreid's own re-ranking file, the independent reference (benchmarks/peers.py loads it).
+_peers_spec = importlib.util.spec_from_file_location(
+    "esnet_bench_peers", Path(__file__).resolve().parents[1] / "benchmarks" / "peers.py")
+_peers = importlib.util.module_from_spec(_peers_spec)
+_peers_spec.loader.exec_module(_peers)
+
 # The one reference loop lives in the benchmark; load it from its file.
 _BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "eval_speed.py"
 _spec = importlib.util.spec_from_file_location("esnet_bench_eval_speed", _BENCH)
@@ -384,37 +390,6 @@ def test_pairwise_distance_bad_inputs(qf, gf, metric, message):
 # --------------------------------------------------------------------------- re-ranking
 
 
-def _reference_re_ranking(qg, qq, gg, k1, k2, lam):
-    """The paper's steps, one item at a time, dense V (textbook, slow)."""
-    dist = np.block([[qq, qg], [qg.T, gg]]).astype(np.float64)
-    dist = dist / dist.max()
-    n, num_q = dist.shape[0], qg.shape[0]
-    rank = np.argsort(dist, axis=1, kind="stable")
-
-    def reciprocal(i, k):
-        return [j for j in rank[i, : k + 1] if i in rank[j, : k + 1]]
-
-    v = np.zeros((n, n))
-    for i in range(n):
-        r = reciprocal(i, k1)
-        expanded = set(r)
-        for j in r:
-            half = reciprocal(j, int(np.around(k1 / 2)))
-            if len(set(half) & set(r)) > 2 / 3 * len(half):
-                expanded |= set(half)
-        idx = sorted(expanded)
-        w = np.exp(-dist[i, idx])
-        v[i, idx] = w / w.sum()
-    if k2 > 1:
-        v = np.stack([v[rank[i, :k2]].mean(axis=0) for i in range(n)])
-    jac = np.zeros(qg.shape)
-    for i in range(num_q):
-        for j in range(qg.shape[1]):
-            a, b = v[i], v[num_q + j]
-            jac[i, j] = 1 - np.minimum(a, b).sum() / np.maximum(a, b).sum()
-    return (1 - lam) * jac + lam * dist[:num_q, num_q:]
-
-
 def _features_dists(seed, num_q, num_g, dim=4):
     rng = np.random.default_rng(seed)
     qf, gf = rng.standard_normal((num_q, dim)), rng.standard_normal((num_g, dim))
@@ -422,12 +397,40 @@ def _features_dists(seed, num_q, num_g, dim=4):
     return d(qf, gf), d(qf, qf), d(gf, gf)
 
 
-@pytest.mark.parametrize("k1, k2, lam", [(4, 3, 0.3), (5, 1, 0.0), (3, 2, 0.7)])
-def test_re_ranking_matches_textbook_steps(k1, k2, lam):
-    qg, qq, gg = _features_dists(k1 + k2, 4, 12)
+@pytest.mark.parametrize("k1, k2, lam, num_q, num_g", [(4, 3, 0.3, 4, 12), (5, 1, 0.0, 4, 12), (3, 2, 0.7, 4, 12),
+                                                      (20, 6, 0.3, 30, 120)])
+def test_re_ranking_equals_torchreid(k1, k2, lam, num_q, num_g):
+    """The independent reference: torchreid's own re_ranking file (Zhong et al.'s code)."""
+    peer = _peers.torchreid_module("rerank")
+    if peer is None:
+        pytest.skip(_peers.TORCHREID_ABSENT)
+    qg, qq, gg = _features_dists(k1 + k2, num_q, num_g)
     out = re_ranking(qg, qq, gg, k1=k1, k2=k2, lambda_value=lam)
-    assert out.shape == (4, 12) and out.dtype == np.float32
-    np.testing.assert_allclose(out, _reference_re_ranking(qg, qq, gg, k1, k2, lam), atol=1e-6)
+    assert out.shape == (num_q, num_g) and out.dtype == np.float32
+    np.testing.assert_allclose(out, peer.re_ranking(qg, qq, gg, k1=k1, k2=k2, lambda_value=lam), atol=1e-6)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_re_ranking_features_equals_torchreid_on_the_distance_matrices(metric):
+    peer = _peers.torchreid_module("rerank")
+    if peer is None:
+        pytest.skip(_peers.TORCHREID_ABSENT)
+    rng = np.random.default_rng(3)
+    qf, gf = rng.standard_normal((25, 8)).astype(np.float32), rng.standard_normal((90, 8)).astype(np.float32)
+    ref = peer.re_ranking(pairwise_distance(qf, gf, metric), pairwise_distance(qf, qf, metric),
+                          pairwise_distance(gf, gf, metric))
+    out = metrics.re_ranking_features(qf, gf, metric)
+    assert out.shape == (25, 90) and out.dtype == np.float32
+    np.testing.assert_allclose(out, ref, atol=1e-6)
+
+
+def test_re_ranking_features_is_chunked_without_changing_the_result(monkeypatch):
+    rng = np.random.default_rng(4)
+    qf, gf = rng.standard_normal((12, 5)), rng.standard_normal((40, 5))
+    whole = metrics.re_ranking_features(qf, gf, k1=6, k2=3)
+    monkeypatch.setattr(metrics, "CHUNK_BYTES", 1)  # one row (one pair) per chunk everywhere
+    # Equal up to float32 rounding (a matmul's last bit depends on the block shape).
+    np.testing.assert_allclose(metrics.re_ranking_features(qf, gf, k1=6, k2=3), whole, atol=1e-6)
 
 
 def test_re_ranking_keeps_a_clear_nearest_neighbour_first():
@@ -442,11 +445,13 @@ def test_re_ranking_keeps_a_clear_nearest_neighbour_first():
     assert (out[0, :3] < out[0, 3:].min()).all()  # own cluster before the other one
 
 
-def test_re_ranking_lambda_one_is_the_normalised_distance():
-    qg, qq, gg = _features_dists(0, 3, 8)
-    out = re_ranking(qg, qq, gg, k1=3, k2=2, lambda_value=1.0)
-    scale = max(qg.max(), qq.max(), gg.max())  # one global maximum over all three blocks
-    np.testing.assert_allclose(out, qg / scale, rtol=1e-6)
+def test_re_ranking_lambda_one_is_the_squared_distance_over_its_row_maximum():
+    # 1 query at 0, gallery at 1, 2, 4 on a line: the query's row of squared distances is
+    # (0 | 1, 4, 16), so its scale is 16 (the gallery-gallery 9 does not enter it).
+    q, g = np.array([0.0]), np.array([1.0, 2.0, 4.0])
+    d = lambda a, b: np.abs(a[:, None] - b[None, :])  # noqa: E731
+    out = re_ranking(d(q, g), d(q, q), d(g, g), k1=1, k2=1, lambda_value=1.0)
+    np.testing.assert_allclose(out, [[1 / 16, 4 / 16, 16 / 16]], rtol=1e-6)
 
 
 def test_re_ranking_refuses_too_many_items(monkeypatch):
@@ -465,6 +470,7 @@ def test_re_ranking_refuses_too_many_items(monkeypatch):
         ({"k2": 0}, "k2 must be an integer >= 1"),
         ({"lambda_value": 1.5}, r"lambda_value must be in \[0, 1\]"),
         ({"q_g_dist": np.full((3, 8), np.nan)}, "q_g_dist must be finite"),
+        ({"q_g_dist": np.zeros((3, 8)), "q_q_dist": np.zeros((3, 3))}, "query 0 is at distance 0 from every item"),
     ],
 )
 def test_re_ranking_bad_inputs(change, message):

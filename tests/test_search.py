@@ -8,6 +8,7 @@ import pandas  # noqa: F401  (to_frame imports it; ~1 s paid at collection, not 
 import pytest
 import torch
 
+from esnet import metrics
 from esnet import search as search_mod
 from esnet.metrics import pairwise_distance, re_ranking
 from esnet.search import SearchResult, _smallest_k, build_index, search
@@ -212,7 +213,7 @@ def test_rerank_changes_order_and_equals_re_ranking() -> None:
     np.testing.assert_array_equal(rr.indices[0, :3], [6, 7, 0])
     ref = re_ranking(pairwise_distance(q, g), pairwise_distance(q, q), pairwise_distance(g, g), 3, 1, 0.3)
     np.testing.assert_array_equal(rr.indices, np.argsort(ref, axis=1, kind="stable"))
-    np.testing.assert_array_equal(rr.distances, np.sort(ref, axis=1))
+    np.testing.assert_allclose(rr.distances, np.sort(ref, axis=1), atol=1e-6)  # features vs matrices: float32 rounding
     assert rr.reranked and not plain.reranked
     flat = search(build_index(g, backend="faiss-flat"), q, topk=3, rerank=True, k1=3, k2=1)
     np.testing.assert_array_equal(flat.indices, rr.indices[:, :3])
@@ -228,9 +229,9 @@ def test_rerank_ivf_with_all_candidates_equals_exact(monkeypatch) -> None:
 
 
 def test_rerank_refuses_large_gallery(monkeypatch) -> None:
-    monkeypatch.setattr(search_mod, "RERANK_MAX_GALLERY", 40)
+    monkeypatch.setattr(metrics, "MAX_RERANK_ITEMS", 41)  # the one re-ranking limit
     g = random_unit(16, 41, 4)
-    with pytest.raises(ValueError, match=r"gallery of 41 items.*RERANK_MAX_GALLERY = 40"):
+    with pytest.raises(ValueError, match=r"1 queries \+ 41 gallery items: Q \+ G = 42 exceeds MAX_RERANK_ITEMS = 41"):
         search(build_index(g), g[:1], rerank=True)
 
 
