@@ -75,6 +75,45 @@ def test_optimizer_no_decay_on_1d_params() -> None:
     assert len(no_decay["params"]) == 3  # conv bias, BN weight, BN bias
 
 
+def test_p_pooling_gets_its_own_group_with_the_lr_multiplier_through_the_schedule() -> None:
+    from esnet.model.pooling import Pool
+
+    model = torch.nn.ModuleDict({"conv": torch.nn.Conv2d(3, 4, 3), "pool": Pool("p", 3.0)})
+    cfg = OptimConfig(lr=2.0, weight_decay=5e-4, warmup_epochs=2, warmup_factor=0.1, milestones=(3,), gamma=0.5,
+                      epochs=5, p_lr_mult=10.0)
+    opt = trainer.build_optimizer(model, cfg)
+    decay, no_decay, p_group = opt.param_groups
+    assert p_group["params"] == [model["pool"].q] and p_group["weight_decay"] == 0.0
+    assert all(p is not model["pool"].q for g in (decay, no_decay) for p in g["params"])
+    sched = trainer.build_scheduler(opt, cfg)
+    lrs = []
+    for _ in range(5):
+        lrs.append([g["lr"] for g in opt.param_groups])
+        opt.step()
+        sched.step()
+    factors = [0.1, 0.55, 1.0, 0.5, 0.5]  # warm-up, then x0.5 at epoch 3
+    assert lrs == [pytest.approx([2.0 * f, 2.0 * f, 20.0 * f]) for f in factors]
+    with pytest.raises(ValueError, match=r"optim.p_lr_mult must be a finite number > 0, got 0"):
+        OptimConfig(p_lr_mult=0)
+
+
+def test_p_moves_faster_with_a_larger_multiplier() -> None:
+    from esnet.model.pooling import Pool
+
+    moved = {}
+    for mult in (1.0, 10.0):
+        torch.manual_seed(0)
+        pool = Pool("p", 3.0)
+        opt = trainer.build_optimizer(torch.nn.ModuleDict({"pool": pool}), OptimConfig(lr=1e-2, p_lr_mult=mult))
+        x = torch.rand(4, 3, 4, 2, generator=torch.Generator().manual_seed(1)) + 0.1
+        for _ in range(5):  # a loss that wants the pooled value (and so p) larger
+            opt.zero_grad()
+            (-pool(x).sum()).backward()
+            opt.step()
+        moved[mult] = pool.effective_p() - 3.0
+    assert moved[1.0] > 0 and moved[10.0] == pytest.approx(10 * moved[1.0], rel=0.1)
+
+
 def test_resolve_device() -> None:
     assert trainer.resolve_device("cpu") == torch.device("cpu")
     assert trainer.resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
@@ -265,6 +304,24 @@ def test_resume_refusals(market: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"--resume cannot change \['model.backbone'\]"):
         resume_config(stored, None, {"model.backbone": "resnet18", "optim.epochs": 5})
     assert resume_config(stored, None, {"optim.epochs": 5}).optim.epochs == 5
+
+
+def test_resume_of_a_run_from_before_softplus_p_is_refused(finished_run: tuple[Path, object],
+                                                            tmp_path: Path) -> None:
+    # Its model weights load (checkpoint.upgrade_model_state), but p trained in the base-lr group:
+    # the optimizer state has no P group, so resuming would be a silent change of recipe.
+    import shutil
+
+    out = tmp_path / "old"
+    shutil.copytree(finished_run[0], out)
+    last = out / "checkpoints" / "last.pt"
+    raw = torch.load(last, weights_only=True)
+    raw["model"] = {(k[:-1] + "p" if k.endswith("pool.q") else k): v for k, v in raw["model"].items()}
+    torch.save(raw, last)
+    with pytest.raises(RunDirError, match=r"cannot resume: .*last.pt' predates learnable P-pooling .*global_head"
+                                          r"\.pool\.p"):
+        train_run(rundir.read_config(out), out, resume=True, resume_updates={"optim.epochs": 3})
+    assert rundir.read_status(out).state == "finished"
 
 
 def test_eval_needs_query_and_gallery(tmp_path: Path) -> None:

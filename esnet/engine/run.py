@@ -17,7 +17,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 import esnet
-from esnet.checkpoint import load_backbone_weights, load_checkpoint, restore_model
+from esnet.checkpoint import legacy_p_keys, load_backbone_weights, load_checkpoint, restore_model
 from esnet.config import Config, dumps, override, to_dict
 from esnet.data.datasets import load_dataset
 from esnet.data.loader import build_test_loader, build_train_loader, relabel
@@ -217,6 +217,13 @@ def train_run(
                     f"cannot resume: {str(last_pt)!r} does not exist (no epoch finished); start a new run instead"
                 )
             ckpt = load_checkpoint(last_pt)
+            if legacy_p_keys(ckpt.model_state):
+                raise rundir.RunDirError(
+                    f"cannot resume: {str(last_pt)!r} predates learnable P-pooling (raw exponent "
+                    f"{legacy_p_keys(ckpt.model_state)[0]!r}, p in the base-lr group); its optimizer state does not fit "
+                    "p = 1 + softplus(q) in its own group (optim.p_lr_mult). Its weights still load for eval, "
+                    "search and export; start a new run to train further"
+                )
             if [k for k in _changes(ckpt.config, cfg) if k not in RESUME_MUTABLE]:
                 raise rundir.RunDirError(f"cannot resume: {str(last_pt)!r} was saved with a different config than "
                                          f"{str(out / rundir.CONFIG_FILE)!r}")

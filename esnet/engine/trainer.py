@@ -58,17 +58,31 @@ def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
 
 
 # --- optimiser and schedule ------------------------------------------------------------
-def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Adam:
-    """Adam over the trainable parameters; weight decay only on weights with ndim > 1.
+P_PARAM_SUFFIX = "pool.q"
+"""Parameter names ending in this are P-pooling exponents (``p = 1 + softplus(q)``)."""
 
-    BatchNorm scales/shifts, biases and the P-pooling exponent (all 1-D) get no weight
-    decay (decay would pull p towards 0, i.e. away from its meaning).
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Adam:
+    """Adam over the trainable parameters, in up to three groups, in this order:
+
+    1. weights with ndim > 1, with ``cfg.weight_decay``;
+    2. other 1-D parameters (BatchNorm scales/shifts, biases), no weight decay;
+    3. the P-pooling exponents' parameters (``*pool.q``) at ``lr * p_lr_mult``, no weight
+       decay (decay would pull q towards 0, i.e. p towards 1 + log 2, away from its meaning).
+
+    Empty groups are left out. The scheduler's LambdaLR scales each group's own initial lr,
+    so the P group keeps its multiplier through warm-up and decay.
     """
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
+    decay, no_decay, p_params = [], [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if name.endswith(P_PARAM_SUFFIX):
+            p_params.append(p)
+        else:
             (decay if p.ndim > 1 else no_decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0},
+              {"params": p_params, "weight_decay": 0.0, "lr": cfg.lr * cfg.p_lr_mult}]
     return torch.optim.Adam([g for g in groups if g["params"]], lr=cfg.lr)
 
 
@@ -222,6 +236,7 @@ def train_one_epoch(
         "loss": loss,
         "acc": acc,
         "p": net.learned_p(),
+        **({"p_spread": spread} if (spread := net.p_spread()) else {}),
     }
 
 
