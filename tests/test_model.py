@@ -309,3 +309,28 @@ def test_backbones_and_last_stride():
         for stride, size in ((1, (4, 2)), (2, (2, 1))):
             res = BACKBONES["resnet18"](stride).eval()
             assert res.out_channels == 512 and res(x[:, :, :64, :32]).shape == (1, 512, *size)
+
+
+def test_per_channel_p_is_logged_as_mean_and_spread():
+    from esnet.model.pooling import q_from_p
+
+    model = _model(p_per_channel=True)
+    assert model.global_head.pool.q.shape == (512,) and model.erase_head.pool.q.shape == (512,)
+    assert model.learned_p() == {"global": 3.0, "erase": 3.0}
+    values = torch.linspace(1.5, 6.5, 512)
+    with torch.no_grad():
+        model.global_head.pool.q.copy_(q_from_p(values))
+    p = model.learned_p()
+    assert p["global"] == pytest.approx(4.0, abs=1e-4) and p["erase"] == 3.0
+    spread = model.p_spread()
+    assert set(spread) == {"global", "erase"} and set(spread["global"]) == {"min", "q10", "median", "q90", "max"}
+    assert spread["global"]["min"] == pytest.approx(1.5, abs=1e-5)
+    assert spread["global"]["max"] == pytest.approx(6.5, abs=1e-5)
+    assert spread["global"]["q10"] == pytest.approx(2.0, abs=1e-2) and spread["global"]["median"] == pytest.approx(
+        4.0, abs=1e-2)
+    assert len(model.p_channels()["global"]) == 512
+    assert _model().p_spread() == {} and len(_model().p_channels()["global"]) == 1
+    assert _model(pool="avg").p_spread() == {} and _model(pool="avg").learned_p() == {}
+    with pytest.raises(ValueError, match=r"model.p_init must be > 1 with model.pool 'p'"):
+        ModelConfig(p_init=1.0)
+    assert ModelConfig(pool="avg", p_init=1.0).p_init == 1.0  # old avg configs still load
