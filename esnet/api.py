@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -422,7 +423,17 @@ def start_training(
     with open(log, "ab") as f:
         proc = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, cwd=str(REPO_ROOT))
+    _reap_when_done(proc)
     return TrainingJob(pid=proc.pid, run_dir=str(out), log=str(log), command=tuple(argv))
+
+
+def _reap_when_done(proc: subprocess.Popen) -> None:
+    """Wait for ``proc`` in a daemon thread, so that when it ends (SIGKILL included) it is reaped at once.
+
+    Without it a trainer that dies while the dashboard runs stays a zombie until the server
+    exits; its pid stays taken and its run would not read as ended.
+    """
+    threading.Thread(target=proc.wait, name=f"reap-trainer-{proc.pid}", daemon=True).start()
 
 
 def stop_training(run_dir: str | Path, *, timeout_s: float = 30.0) -> str:
@@ -434,13 +445,15 @@ def stop_training(run_dir: str | Path, *, timeout_s: float = 30.0) -> str:
     Returns:
         ``"stopped"`` (it ended within ``timeout_s``), ``"stopping"`` (signalled, still
         finishing its current step) or ``"not running"`` (no live trainer owns the run).
+        Only the process that holds the run's lock, with the pid and start time it recorded
+        there (:func:`esnet.engine.rundir.trainer_pid`), is ever signalled: a pid that
+        status.json names but that is another process is left alone.
     Raises:
         RunDirError: the run directory does not exist.
     """
-    status = rundir.read_status(run_dir)
-    if status.state != "running" or not status.pid or not rundir.pid_alive(status.pid):
+    status = rundir.read_status(run_dir)  # "running" only when status.json's pid is the verified lock holder
+    if status.state != "running" or not rundir.signal_trainer(run_dir, status.pid, signal.SIGINT):
         return "not running"
-    os.kill(status.pid, signal.SIGINT)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if rundir.read_status(run_dir).state != "running":

@@ -82,6 +82,8 @@ def make_run(d: Path, *, pool: str = "p", erasing: str = "salient", epochs: int 
                            "cmc": list(np.linspace(m_ap + 0.2, 1.0, 20))}
         rundir.append_metrics(d, rec)
     done = epochs if state == "finished" else max(epochs - 1, 0)
+    if state == "running":  # this test process plays the trainer: it holds the run's lock until it exits
+        rundir.acquire_lock(d)
     rundir.write_status(d, state=state, epoch=done, total_epochs=epochs,
                         error="RuntimeError: boom" if state == "failed" else None)
     return d

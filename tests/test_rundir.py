@@ -105,7 +105,12 @@ def test_read_status_running_with_dead_pid_reads_failed(tmp_path: Path) -> None:
 def test_read_status_running_live_finished_and_unknown(tmp_path: Path) -> None:
     assert rundir.read_status(tmp_path).state == "unknown"
     rundir.write_status(tmp_path, state="running", epoch=1, total_epochs=2)
+    st = rundir.read_status(tmp_path)  # our pid, but we hold no lock: not a trainer of this run
+    assert (st.state, st.error) == ("failed", f"process ended unexpectedly (pid {os.getpid()} is running but "
+                                              "is not this run's trainer: it does not hold .lock)")
+    lock = rundir.acquire_lock(tmp_path)
     assert rundir.read_status(tmp_path).state == "running"
+    rundir.release_lock(lock)
     rundir.write_status(tmp_path, state="failed", epoch=1, total_epochs=2, error="boom")
     st = rundir.read_status(tmp_path)
     assert (st.state, st.error) == ("failed", "boom")
@@ -172,21 +177,31 @@ def test_read_probes_lists_epochs_and_tolerates_partial(tmp_path: Path) -> None:
 # --- the lock -----------------------------------------------------------------------------
 def test_lock_refuses_live_owner_and_takes_over_stale(tmp_path: Path) -> None:
     lock = rundir.acquire_lock(tmp_path / "run")
-    assert lock.read_text().strip() == str(os.getpid())
+    assert lock.read_text() == f"{os.getpid()} {rundir.process_start(os.getpid())}\n"
+    assert rundir.trainer_pid(tmp_path / "run") == os.getpid()
     with pytest.raises(RunDirError, match=rf"in use by another training process \(pid {os.getpid()}\)"):
         rundir.acquire_lock(tmp_path / "run")
     rundir.release_lock(lock)
     assert not lock.exists()
     lock.write_text(f"{_dead_pid()}\n")
     assert rundir.acquire_lock(tmp_path / "run") == lock
-    assert lock.read_text().strip() == str(os.getpid())
+    assert lock.read_text().split()[0] == str(os.getpid())
+    rundir.release_lock(lock)
+    lock.write_text(f"{os.getpid()} 1\n")  # our pid, another start time: a reused pid, nobody holds it
+    assert rundir.trainer_pid(tmp_path / "run") is None
+    assert rundir.acquire_lock(tmp_path / "run") == lock
+    rundir.release_lock(lock)
 
 
 def test_lock_without_pid_is_refused_and_foreign_lock_not_released(tmp_path: Path) -> None:
     lock = tmp_path / rundir.LOCK_FILE
-    lock.write_text("")
-    with pytest.raises(RunDirError, match="does not hold a pid"):
-        rundir.acquire_lock(tmp_path)
+    lock.write_text("")  # a trainer killed between creating and writing it: nobody holds it, taken over
+    assert rundir.acquire_lock(tmp_path) == lock
+    rundir.release_lock(lock)
+    for junk in ("not a pid\n", "99999999999\n", "-5\n"):
+        lock.write_text(junk)
+        with pytest.raises(RunDirError, match="does not hold a pid"):
+            rundir.acquire_lock(tmp_path)
     lock.write_text("1\n")  # pid 1 is alive and not us
     rundir.release_lock(lock)
     assert lock.exists()

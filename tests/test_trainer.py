@@ -236,10 +236,11 @@ def test_finished_run_is_not_overwritten(finished_run: tuple[Path, object], mark
 def test_locked_run_dir_is_refused(market: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     out.mkdir()
-    (out / ".lock").write_text(f"{os.getpid()}\n")  # a live owner
+    lock = rundir.acquire_lock(out)  # a live owner: this process, holding the flock on another descriptor
     with pytest.raises(RunDirError, match=r"in use by another training process \(pid \d+\)"):
         train_run(tiny_config(market), out)
     assert sorted(p.name for p in out.iterdir()) == [".lock"]
+    rundir.release_lock(lock)
 
 
 def test_nan_loss_raises_naming_the_iteration(market: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -30,7 +30,10 @@ Layout (``<run_dir>/``)::
                             "loss": {"global_ce", "global_triplet", ["erase_ce",
                                      "erase_triplet"], "total"}  (epoch means),
                             "acc": {"global", ["erase"]}  (epoch mean top-1 fraction),
-                            "p": {"global", ["erase"]}  ({} for avg/max pooling),
+                            "p": {"global", ["erase"]}  ({} for avg/max pooling;
+                                  the mean over channels with model.p_per_channel),
+                            ["p_spread": {"global", ["erase"]: {"min", "q10", "median",
+                                          "q90", "max"}}]  (model.p_per_channel only),
                             "eval": {"R1", "R5", "R10", "mAP", "mINP",
                                      "cmc": [first 20 CMC values]}  (evaluated epochs only)}
                            CMC/mAP values are fractions in [0, 1]. On --resume, lines
@@ -53,17 +56,21 @@ Layout (``<run_dir>/``)::
     checkpoints/best.pt    after an evaluated epoch whose mAP beats every earlier one.
                            Per epoch the order is: metrics line, best.pt, last.pt, status,
                            so a kill anywhere leaves a directory --resume continues cleanly.
-    .lock                  the owner's pid; created with O_CREAT | O_EXCL at start and
-                           removed at the end. A lock whose pid is alive on this host
-                           refuses a second trainer; a dead pid's lock is taken over.
+    .lock                  "<pid> <start>\n": the owner's pid and start time (clock ticks
+                           after boot); the owner holds an exclusive flock on it for its
+                           whole life (the kernel drops it when the process ends, however)
+                           and removes it at the end. A held lock refuses a second trainer;
+                           a lock nobody holds is taken over.
 
 Reader states. ``read_status`` reports the file's state, except that a run whose
-status says ``running`` while its pid is no longer alive on this host is reported as
-``failed`` with error ``"process ended unexpectedly (pid N is not running)"`` (it can
-be continued with ``--resume``). A run directory without status.json reads as
+status says ``running`` while its pid is not the verified holder of ``.lock``
+(:func:`trainer_pid`: the holder of the flock, with the recorded start time, not a
+zombie) is reported as ``failed`` with error ``"process ended unexpectedly (pid N is not
+running)"`` (it can be continued with ``--resume``); a pid that was reused by another
+process, or that a hand-written status.json points at, never reads as running. A run directory without status.json reads as
 ``unknown``. ``list_runs`` adds ``broken`` for a directory whose config.json is
 missing or invalid, except that a directory without config.json whose ``.lock`` is
-held by a live process is a trainer still starting up (loading its dataset): ``running``.
+held by a verified trainer is a trainer still starting up (loading its dataset): ``running``.
 
 Readers are pure (they write nothing) and do not raise on partial or malformed files;
 a missing run directory raises :class:`RunDirError`.
@@ -71,11 +78,13 @@ a missing run directory raises :class:`RunDirError`.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import io
 import json
 import math
 import os
 import re
+import signal
 import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -272,11 +281,61 @@ def write_probe_epoch(run_dir: str | Path, epoch: int, cam: np.ndarray, box: np.
     atomic_write_bytes(probe_epoch_path(run_dir, epoch), buf.getvalue())
 
 
-# --- the lock --------------------------------------------------------------------------
+# --- the lock and the trainer's identity -------------------------------------------------
+PID_MAX = 4_194_304
+"""Linux's PID_MAX_LIMIT: no process id is larger (a larger "pid" in a file is junk, not a process)."""
+
+_PROC = Path("/proc")
+_HELD: dict[str, int] = {}  # absolute lock path -> the descriptor this process holds its flock on
+
+
+def _has_proc() -> bool:
+    return (_PROC / "self" / "stat").exists()
+
+
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state letter, start time in clock ticks after boot) of a process, from /proc/<pid>/stat; None if none."""
+    try:
+        raw = (_PROC / str(pid) / "stat").read_bytes()
+    except OSError:
+        return None
+    fields = raw[raw.rfind(b")") + 2:].split()  # after "pid (comm) ": field 3 (state) onwards
+    try:
+        return fields[0].decode("ascii"), int(fields[19])  # field 22: starttime
+    except (IndexError, ValueError, UnicodeDecodeError):
+        return None
+
+
+def process_start(pid: int) -> int | None:
+    """When process ``pid`` started, in clock ticks after boot (/proc/<pid>/stat field 22); None if unknown.
+
+    With the pid it identifies one process for the life of the host: a pid reused by a
+    later process has a later start time.
+    """
+    if not isinstance(pid, int) or not 0 < pid <= PID_MAX:
+        return None
+    st = _proc_stat(pid)
+    return st[1] if st is not None else None
+
+
+def process_cmdline(pid: int) -> list[str]:
+    """The command line of process ``pid`` (/proc/<pid>/cmdline), [] when unknown or not readable."""
+    if not isinstance(pid, int) or not 0 < pid <= PID_MAX:
+        return []
+    try:
+        raw = (_PROC / str(pid) / "cmdline").read_bytes()
+    except OSError:
+        return []
+    return [a.decode("utf-8", "backslashreplace") for a in raw.split(b"\0") if a]
+
+
 def pid_alive(pid: int) -> bool:
-    """Whether a process with this pid exists on this host."""
-    if pid <= 0:
+    """Whether a process with this pid runs on this host (a zombie, dead but not yet reaped, does not)."""
+    if not isinstance(pid, int) or isinstance(pid, bool) or not 0 < pid <= PID_MAX:
         return False
+    if _has_proc():
+        st = _proc_stat(pid)
+        return st is not None and st[0] not in ("Z", "X", "x")
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -286,60 +345,219 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def _lock_owner(lock: Path) -> int | None:
+@dataclass(frozen=True)
+class LockRecord:
+    """What ``.lock`` says: ``"<pid> <start>\\n"`` (``start`` = :func:`process_start` of the owner).
+
+    ``start`` is None for a lock written before the lock held an OS lock (``"<pid>\\n"``).
+    """
+
+    pid: int
+    start: int | None
+
+
+def _parse_lock(text: str) -> LockRecord | None:
+    """The record in a lock file's text; None when it is not ``pid`` or ``pid start`` (digits, pid in range)."""
+    parts = text.split()
+    if not 1 <= len(parts) <= 2 or not all(p.isascii() and p.isdigit() for p in parts) or len(parts[0]) > 7:
+        return None
+    pid = int(parts[0])
+    if not 0 < pid <= PID_MAX:
+        return None
+    return LockRecord(pid, int(parts[1]) if len(parts) == 2 and len(parts[1]) <= 20 else None)
+
+
+def _read_lock(lock: Path) -> LockRecord | None | str:
+    """The lock's record; None when the file is missing or empty; its text (str) when it holds no pid."""
     try:
-        text = lock.read_text(encoding="utf-8").strip()
+        with open(lock, "rb") as f:
+            raw = f.read(256)
     except FileNotFoundError:
         return None
-    return int(text) if text.isdigit() else -1
+    except OSError as e:
+        return f"<unreadable: {e.strerror}>"
+    text = raw.decode("utf-8", "backslashreplace")
+    if not text.strip():
+        return None
+    rec = _parse_lock(text)
+    return rec if rec is not None else text
+
+
+def _flock_holders(lock: Path) -> set[int] | None:
+    """Pids that hold an flock on ``lock``'s inode, from /proc/locks; None when /proc/locks cannot be read.
+
+    Entries are matched by inode number (an overlay filesystem reports another device there);
+    callers also check the pid and start time, so a same-numbered inode elsewhere cannot pass.
+    """
+    try:
+        ino = os.stat(lock, follow_symlinks=False).st_ino
+        table = (_PROC / "locks").read_text(encoding="ascii", errors="replace")
+    except FileNotFoundError:
+        return set() if _has_proc() and (_PROC / "locks").exists() else None
+    except OSError:
+        return None
+    holders = set()
+    for line in table.splitlines():
+        parts = line.split()
+        # "1: FLOCK  ADVISORY  WRITE 5465 fe:00:2148437 0 EOF"; waiters read "1: -> FLOCK ..."
+        if len(parts) < 6 or parts[1] != "FLOCK":
+            continue
+        try:
+            holder, inode = int(parts[4]), int(parts[5].rsplit(":", 1)[1])
+        except (ValueError, IndexError):
+            continue
+        if inode == ino:
+            holders.add(holder)
+    return holders
+
+
+def _looks_like_trainer(pid: int) -> bool:
+    """Whether ``pid``'s command line is an ``esnet ... train`` (for locks of older trainers, which hold no flock)."""
+    args = process_cmdline(pid)
+    return any("esnet" in a for a in args) and "train" in args
+
+
+def _owner_is_live(lock: Path, rec: LockRecord, holders: set[int] | None) -> bool:
+    """Whether the process ``rec`` names still runs and is the one that took ``lock``."""
+    if not pid_alive(rec.pid):
+        return False
+    if rec.start is None:  # an older trainer's lock: no flock, no start time; its command line must fit
+        return _looks_like_trainer(rec.pid)
+    if process_start(rec.pid) not in (rec.start, None):
+        return False  # the pid now belongs to a later process
+    return holders is None or rec.pid in holders
+
+
+def trainer_pid(run_dir: str | Path) -> int | None:
+    """The pid of the live process that holds ``<run_dir>/.lock``, after checking who it is; else None.
+
+    The process must (1) hold an flock on the lock file (per /proc/locks), (2) be the pid
+    the file names, started at the time the file records (so a reused pid does not pass)
+    and (3) not be a zombie. A lock written by an older trainer (pid only, no flock) passes
+    when that pid runs a command line of the form ``... esnet ... train ...``. Only this pid
+    may be shown as "running" or sent a signal.
+    """
+    lock = Path(run_dir) / LOCK_FILE
+    rec = _read_lock(lock)
+    if not isinstance(rec, LockRecord):
+        return None
+    holders = _flock_holders(lock) if rec.start is not None else None
+    return rec.pid if _owner_is_live(lock, rec, holders) else None
+
+
+def signal_trainer(run_dir: str | Path, pid: int, sig: int) -> bool:
+    """Send ``sig`` to ``pid`` only if it is the verified trainer of ``run_dir`` (:func:`trainer_pid`).
+
+    The process is pinned with a pidfd before the check, so it cannot be replaced by another
+    process with the same pid between the check and the signal.
+
+    Returns:
+        True when the signal was sent, False when ``pid`` is not (or no longer) that trainer.
+    """
+    if not isinstance(pid, int) or not 0 < pid <= PID_MAX or trainer_pid(run_dir) != pid:
+        return False
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return False
+    except (AttributeError, OSError):  # no pidfd on this system: the check above must do
+        fd = None
+    try:
+        if trainer_pid(run_dir) != pid:
+            return False
+        if fd is None:
+            os.kill(pid, sig)
+        else:
+            signal.pidfd_send_signal(fd, sig)
+        return True
+    except ProcessLookupError:
+        return False
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def _in_use(d: Path, rec: LockRecord | None) -> RunDirError:
+    who = f" (pid {rec.pid})" if rec is not None else ""
+    return RunDirError(f"run dir {str(d)!r} is in use by another training process{who}; "
+                       "wait for it to finish or choose another --out")
 
 
 def acquire_lock(run_dir: str | Path) -> Path:
-    """Create ``<run_dir>/.lock`` holding this pid (the directory is created if needed).
+    """Lock ``<run_dir>`` for this process (the directory is created if needed).
 
-    A lock left by a process that is no longer alive is taken over.
+    Takes an exclusive ``flock`` on ``<run_dir>/.lock``, held on an open descriptor until
+    :func:`release_lock` or the end of the process (the kernel drops it however the process
+    ends, SIGKILL included), and writes ``"<pid> <start>\\n"`` into it. Of several processes
+    racing for the same directory exactly one wins. A lock file nobody holds is taken over,
+    except one that holds no pid (refused, to be looked at) and one written by an older
+    trainer (pid only) whose process still runs ``esnet train``.
 
     Returns:
         The lock path (pass it to :func:`release_lock`).
     Raises:
-        RunDirError: another live process (this one included) holds the lock, or the
-            lock file is unreadable.
+        RunDirError: another live process (this one included) holds the lock, the lock
+            file holds no pid, or it cannot be opened.
     """
     d = Path(run_dir)
     d.mkdir(parents=True, exist_ok=True)
     lock = d / LOCK_FILE
-    for _ in range(2):
+    for _ in range(50):
         try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            owner = _lock_owner(lock)
-            if owner is None:  # released between our open and read: try again
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            raise RunDirError(f"cannot lock run dir {str(d)!r}: {str(lock)!r}: {e.strerror}") from None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                rec = _read_lock(lock)
+                raise _in_use(d, rec if isinstance(rec, LockRecord) else None) from None
+            try:
+                same = os.stat(lock, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:  # its holder released (and removed) it between our open and flock: again
                 continue
-            if owner == -1:
+            rec = _read_lock(lock)
+            if isinstance(rec, str):
                 raise RunDirError(
-                    f"run dir {str(d)!r} is locked by {str(lock)!r}, which does not hold a pid; "
-                    "remove it if no training is writing to this directory"
-                ) from None
-            if pid_alive(owner):
-                raise RunDirError(
-                    f"run dir {str(d)!r} is in use by another training process (pid {owner}); "
-                    "wait for it to finish or choose another --out"
-                ) from None
-            lock.unlink(missing_ok=True)  # stale: its owner is gone
-            continue
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(f"{os.getpid()}\n")
-            f.flush()
-            os.fsync(f.fileno())
-        return lock
+                    f"run dir {str(d)!r} is locked by {str(lock)!r}, which does not hold a pid "
+                    f"({rec[:40]!r}); remove it if no training is writing to this directory"
+                )
+            if rec is not None and rec.start is None and rec.pid != os.getpid() and _owner_is_live(lock, rec, None):
+                raise _in_use(d, rec)
+            me = os.getpid()
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{me} {process_start(me) or 0}\n".encode("ascii"), 0)
+            os.fsync(fd)
+            _HELD[os.path.abspath(lock)] = fd
+            fd = -1
+            return lock
+        finally:
+            if fd >= 0:
+                os.close(fd)
     raise RunDirError(f"could not lock run dir {str(d)!r}: another process keeps taking {str(lock)!r}")
 
 
 def release_lock(lock: str | Path) -> None:
-    """Remove a lock this process holds (a lock owned by another pid is left alone)."""
+    """Release a lock this process holds and remove its file (a lock it does not hold is left alone).
+
+    Never raises: a lock file that cannot be removed (the directory turned read-only) is
+    left behind, harmless, since no process holds it any more; the error that ended the
+    run is the one to report.
+    """
     p = Path(lock)
-    if _lock_owner(p) == os.getpid():
-        p.unlink(missing_ok=True)
+    fd = _HELD.pop(os.path.abspath(p), None)
+    if fd is None:
+        return
+    try:
+        if os.stat(p, follow_symlinks=False).st_ino == os.fstat(fd).st_ino:
+            p.unlink()
+    except OSError:
+        pass  # read-only or vanished: the flock below goes with the descriptor anyway
+    finally:
+        os.close(fd)
 
 
 # --- readers ---------------------------------------------------------------------------
@@ -434,10 +652,13 @@ def read_status(run_dir: str | Path) -> RunStatus:
         updated=raw["updated"] if isinstance(raw.get("updated"), str) else "",
         error=raw["error"] if isinstance(raw.get("error"), str) else None,
     )
-    if status.state == "running" and not pid_alive(status.pid):
-        return dataclasses.replace(
-            status, state="failed", error=f"process ended unexpectedly (pid {status.pid} is not running)"
-        )
+    if status.state == "running" and trainer_pid(d) != status.pid:
+        again = _read_json(d / STATUS_FILE)  # the trainer may have written its end and released the lock since
+        if isinstance(again, dict) and again.get("state") in STATES and again.get("state") != "running":
+            return read_status(d)
+        why = ("is not running" if not pid_alive(status.pid)
+               else f"is running but is not this run's trainer: it does not hold {LOCK_FILE}")
+        return dataclasses.replace(status, state="failed", error=f"process ended unexpectedly (pid {status.pid} {why})")
     return status
 
 
@@ -570,15 +791,6 @@ def best_eval(records: list[dict[str, Any]]) -> dict[str, Any] | None:
     return best
 
 
-def _held_by_live_process(lock: Path) -> bool:
-    """Whether ``lock`` names the pid of a process alive on this host (False if unreadable)."""
-    try:
-        owner = _lock_owner(lock)
-    except (OSError, UnicodeDecodeError):
-        return False
-    return owner is not None and owner > 0 and pid_alive(owner)
-
-
 def summarize_run(run_dir: str | Path) -> RunSummary:
     """A :class:`RunSummary` of one run directory (never raises on its files)."""
     d = _require_dir(run_dir)
@@ -593,7 +805,7 @@ def summarize_run(run_dir: str | Path) -> RunSummary:
     try:
         cfg = read_config(d)
     except RunDirError as e:
-        if not (d / CONFIG_FILE).exists() and _held_by_live_process(d / LOCK_FILE):
+        if not (d / CONFIG_FILE).exists() and trainer_pid(d) is not None:
             state, error = "running", None  # the trainer is starting: config.json comes after the dataset
         else:
             state, error = "broken", str(e)

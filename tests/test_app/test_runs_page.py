@@ -22,7 +22,7 @@ def runs(tmp_path: Path) -> Path:
     d = tmp_path / "runs"
     make_run(d / "esnet-p")
     make_run(d / "esnet-avg", pool="avg")
-    make_run(d / "live", state="running")  # status pid = this test process: alive, so "running"
+    make_run(d / "live", state="running")  # this test process holds its lock: "running"
     make_run(d / "crashed", state="failed")
     return d
 
