@@ -17,7 +17,7 @@ marker so a later worker does not write it twice). Whatever the order in which w
 finish, the last one to take the lock sees every fragment. Without xdist the single
 process merges its own records.
 
-The table is deterministic (no times, temporary paths or pids; rows in collection order),
+The table is deterministic (no times, temporary paths, pids or the clone's location; rows in collection order),
 so re-running an unchanged suite leaves the file byte-identical. Set
 ``ESNET_RELIABILITY_DOC`` to another path to write elsewhere, or to ``0`` to not write.
 """
@@ -33,8 +33,11 @@ from pathlib import Path
 
 import pytest
 
+import esnet
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
+PACKAGE_REPO = Path(esnet.__file__).resolve().parents[1]  # the clone esnet is imported from (the venv's)
 DEFAULT_DOC = REPO / "docs" / "reliability.md"
 DOC_ENV = "ESNET_RELIABILITY_DOC"
 
@@ -51,11 +54,11 @@ def _scrub(text: str, temp_roots: list[str]) -> str:
     """One line, without temporary directories, pids or memory addresses (the table must not churn)."""
     text = " ".join(str(text).split())
     text = text.encode("utf-8", "backslashreplace").decode("utf-8")  # undecodable file names: \udce9
-    for root in sorted(temp_roots, key=len, reverse=True):
-        if root:
-            text = text.replace(root, "<tmp>")
+    # Longest first, so a clone inside the temporary directory (/tmp/x/esnet) still reads <repo>.
+    places = [(root, "<tmp>") for root in temp_roots if root] + [(str(r), "<repo>") for r in {REPO, PACKAGE_REPO}]
+    for place, name in sorted(places, key=lambda pn: len(pn[0]), reverse=True):
+        text = text.replace(place, name)
     text = re.sub(r"<tmp>/[^\s'\"/]+", "<tmp>", text)  # <basetemp>/test_x0/sub/a.jpg -> <tmp>/sub/a.jpg
-    text = text.replace(str(REPO), "<repo>")
     text = re.sub(r"\bpid \d+", "pid N", text)
     text = re.sub(r"0x[0-9a-f]{6,}", "0x…", text)
     return text.replace("|", "\\|")
