@@ -40,6 +40,7 @@ from esnet.runview import (
     block_positions,
     cmc_frame,
     erasing_frames,
+    final_p_channels,
     metrics_frame,
     pooling_demo,
     runs_frame,
@@ -50,7 +51,7 @@ __all__ = [
     "EvalReport", "Gallery", "ImageError", "Inference", "PoolingDemo", "RunDirError", "SaliencyMap", "SearchResult",
     "TrainingJob", "block_positions", "cmc_frame", "dataset_overview", "default_cache_dir", "default_dataset_root",
     "default_demo_root", "default_runs_dir", "embed", "embedding_projection", "ensure_demo_data", "erasing_frames",
-    "erasing_replay", "evaluate_checkpoint", "image_saliency", "load_gallery", "load_inference", "metrics_frame",
+    "erasing_replay", "evaluate_checkpoint", "final_p_channels", "image_saliency", "load_gallery", "load_inference", "metrics_frame",
     "nearest_neighbours", "pair_saliency", "pooling_demo", "printable", "query_ranking", "read_image",
     "read_run_config", "run_status", "runs_frame", "search_images", "start_training", "stop_training",
     "warm_up_projection",
@@ -374,6 +375,8 @@ class TrainingJob:
 
 
 TRAIN_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+TRAIN_NAME_MAX = 100
+"""Longest run name (a file name may have 255 bytes; the trainer adds suffixes inside the folder)."""
 
 
 def start_training(
@@ -399,12 +402,15 @@ def start_training(
     train.log.
 
     Raises:
-        ValueError: a bad run name (letters, digits, ``-_.`` only; not starting with ``.``),
+        ValueError: a bad run name (letters, digits, ``-_.`` only; not starting with ``.``; at
+            most ``TRAIN_NAME_MAX`` characters),
             epochs < 1, or the run directory already holds a run.
         RunDirError: ``runs_dir`` does not exist.
     """
     if not name or name.startswith(".") or not set(name) <= TRAIN_NAME_CHARS:
         raise ValueError(f"run name must use letters, digits, '-', '_' or '.' and not start with '.', got {name!r}")
+    if len(name) > TRAIN_NAME_MAX:
+        raise ValueError(f"run name must be at most {TRAIN_NAME_MAX} characters, got {len(name)}")
     if not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}")
     runs = Path(runs_dir)
@@ -496,9 +502,9 @@ def confine_path(path: str | Path, allowed_roots: list[str | Path] | None = None
     if not raw:
         raise ValueError("path is empty")
     roots_in = default_allowed_roots() if allowed_roots is None else [Path(r) for r in allowed_roots]
-    p = Path(raw).expanduser()
-    p = p if p.is_absolute() else REPO_ROOT / p
     try:
+        p = Path(raw).expanduser()  # '~nosuchuser/x': RuntimeError
+        p = p if p.is_absolute() else REPO_ROOT / p
         roots = [Path(r).expanduser().resolve() for r in roots_in]
         resolved = p.resolve()
     except (OSError, RuntimeError, ValueError) as e:

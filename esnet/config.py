@@ -371,6 +371,9 @@ def load(path: str | Path) -> Config:
         raw = json.loads(text)
     except json.JSONDecodeError as e:
         raise ValueError(f"config file {str(p)!r} is not valid JSON: {e}") from None
+    except RecursionError:
+        raise ValueError(f"config file {str(p)!r} nests too deeply to be a config (JSON depth over "
+                         f"Python's recursion limit)") from None
     return from_dict(raw)
 
 

@@ -315,6 +315,8 @@ def run_from_args(args: argparse.Namespace, command: str | None = None) -> int:
         return fail(f"interrupted; continue with: esnet train --out {args.out} --resume", 130)
     except (ValueError, DatasetError, FileNotFoundError, PermissionError) as e:
         return fail(str(e), 2)
+    except OSError as e:  # a write the disk refused (full, read-only): one line, not a traceback
+        return fail(f"{type(e).__name__}: {e}", 1)
     if rank == 0:
         best = "" if result.best_mAP is None else f", best mAP {100 * result.best_mAP:.1f}%"
         print(f"done: {result.epochs_done} epochs in {result.run_dir}{best}")

@@ -45,8 +45,8 @@ if sel.runs_dir is not None:
                     if args["weights"]:  # typed paths stay inside the allowed roots
                         args["weights"] = str(api.confine_path(args["weights"]))
                     job = api.start_training(sel.runs_dir, **args)
-                except ValueError as e:  # a path outside the allowed roots, a bad or taken name, bad epochs
-                    st.error(f"Cannot start the run: {e}")
+                except (ValueError, OSError) as e:  # a path outside the allowed roots, a bad or taken name,
+                    st.error(f"Cannot start the run: {e}")  # bad epochs; the disk refusing the folder or log
                 else:
                     st.session_state["runs.flash"] = (
                         f"Started `{args['name']}` (pid {job.pid}); follow it on the Training monitor. "

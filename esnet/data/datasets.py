@@ -14,7 +14,8 @@ import csv
 import io
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from esnet.data.types import SPLITS, DatasetError, ReidData, Sample
 
@@ -90,8 +91,17 @@ def _parse_pid(text: str, where: str) -> int:
         raise DatasetError(f"{where}: identity {text!r} is not an integer") from None
 
 
+ID_MAX = 2**31 - 1
+"""Largest pid or camid: they are held in int64 arrays and summed, so keep far from overflow."""
+
+
 def _make_data(name: str, root: str, splits: dict[str, list[Sample]], *,
                protocol: str = "standard", notes: Iterable[str] = ()) -> ReidData:
+    for samples in splits.values():
+        for s in samples:
+            if not -1 <= s.pid <= ID_MAX or not 0 <= s.camid <= ID_MAX:
+                raise DatasetError(f"{s.path}: pid must be in [-1, {ID_MAX}] and camid in [0, {ID_MAX}], "
+                                   f"got pid {s.pid}, camid {s.camid}")
     return ReidData(
         name=name,
         root=root,
@@ -455,6 +465,18 @@ def load_folder(root: str, camera_regex: str = DEFAULT_CAMERA_REGEX) -> ReidData
 MANIFEST_COLUMNS = ("path", "pid", "camid", "split")
 
 
+def _rows(reader: Any, root: str) -> Iterator[list[str]]:
+    """The rows of a ``csv.reader``; a row the csv module refuses (a field over its size limit) is a DatasetError."""
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            raise DatasetError(f"{root}:{reader.line_num}: not a valid CSV row: {e}") from None
+        yield row
+
+
 def load_manifest(root: str) -> ReidData:
     """A CSV manifest with header ``path,pid,camid,split``.
 
@@ -483,11 +505,11 @@ def load_manifest(root: str) -> ReidData:
                            "save the manifest as UTF-8 CSV") from None
     with io.StringIO(text, newline="") as f:
         reader = csv.reader(f)
-        header = next(reader, None)
+        header = next(_rows(reader, root), None)
         if header is None or [h.strip() for h in header] != list(MANIFEST_COLUMNS):
             raise DatasetError(f"{root}:1: header must be {','.join(MANIFEST_COLUMNS)}, got "
                                f"{','.join(header) if header else 'an empty file'!r}")
-        for row in reader:
+        for row in _rows(reader, root):
             where = f"{root}:{reader.line_num}"
             if not row or all(not c.strip() for c in row):
                 continue
@@ -500,13 +522,15 @@ def load_manifest(root: str) -> ReidData:
             try:
                 pid = int(pid_text)
             except ValueError:
-                raise DatasetError(f"{where}: pid must be an integer, got {pid_text!r}") from None
+                raise DatasetError(f"{where}: pid must be an integer, got {pid_text[:40]!r}") from None
+            if not -1 <= pid <= ID_MAX:
+                raise DatasetError(f"{where}: pid must be in [-1, {ID_MAX}], got {pid_text[:40]}")
             try:
                 camid = int(cam_text)
             except ValueError:
                 raise DatasetError(f"{where}: camid must be an integer, got {cam_text!r}") from None
-            if camid < 0:
-                raise DatasetError(f"{where}: camid must be >= 0 (0-based), got {camid}")
+            if not 0 <= camid <= ID_MAX:
+                raise DatasetError(f"{where}: camid must be in [0, {ID_MAX}] (0-based), got {cam_text[:40]}")
             if split not in SPLITS:
                 raise DatasetError(f"{where}: split must be one of {list(SPLITS)}, got {split!r}")
             if not _is_image(path):

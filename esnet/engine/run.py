@@ -201,7 +201,9 @@ def train_run(
     """
     out = Path(run_dir)
     writer = rank == 0
-    created = not out.exists()
+    if writer:
+        rundir.check_out_dir(out)
+    created = [p for p in (out, *out.absolute().parents) if not p.exists()]  # the folders the lock will make
     lock = rundir.acquire_lock(out) if writer else None
     started = False
     try:
@@ -220,8 +222,8 @@ def train_run(
             if legacy_p_keys(ckpt.model_state):
                 raise rundir.RunDirError(
                     f"cannot resume: {str(last_pt)!r} predates learnable P-pooling (raw exponent "
-                    f"{legacy_p_keys(ckpt.model_state)[0]!r}, p in the base-lr group); its optimizer state does not fit "
-                    "p = 1 + softplus(q) in its own group (optim.p_lr_mult). Its weights still load for eval, "
+                    f"{legacy_p_keys(ckpt.model_state)[0]!r}, p in the base-lr group); its optimizer state does "
+                    "not fit p = 1 + softplus(q) in its own group (optim.p_lr_mult). Its weights still load for eval, "
                     "search and export; start a new run to train further"
                 )
             if [k for k in _changes(ckpt.config, cfg) if k not in RESUME_MUTABLE]:
@@ -298,4 +300,8 @@ def train_run(
         if lock is not None:
             rundir.release_lock(lock)
             if created and not started and not any(out.iterdir()):
-                os.rmdir(out)  # we made it and wrote nothing: leave no trace
+                for made in created:  # we made it (and its missing parents) and wrote nothing: leave no trace
+                    try:
+                        os.rmdir(made)
+                    except OSError:
+                        break  # not empty (something else was put there) or not ours to remove

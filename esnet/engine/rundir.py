@@ -85,6 +85,7 @@ import math
 import os
 import re
 import signal
+import stat
 import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -151,6 +152,58 @@ def has_run_files(run_dir: str | Path) -> bool:
     """Whether ``run_dir`` holds any file a trainer writes (config, meta, status, metrics, lock)."""
     d = Path(run_dir)
     return any((d / name).exists() for name in _RUN_FILES)
+
+
+LOG_FILE = "train.log"
+"""The trainer's output when the dashboard starts it (written into the run directory before the trainer runs)."""
+
+
+def check_out_dir(run_dir: str | Path) -> None:
+    """Refuse, before any work, an output path no run directory can be made at or that holds other things.
+
+    Allowed: a path that does not exist yet (its parents are created) and whose nearest
+    existing ancestor is a directory; an empty directory; a run directory (one holding run
+    files: a fresh run is then refused by the trainer, a resume continues it); a directory
+    holding only hidden entries or ``train.log``. Refused: a file, a path under a file, a
+    symlink loop or a name too long, and a non-empty directory that is not a run
+    directory (a folder of images must not receive ``config.json`` and ``checkpoints/``).
+
+    Raises:
+        RunDirError: the rule broken, naming the path.
+    """
+    d = Path(run_dir)
+    try:
+        st = d.stat()
+    except FileNotFoundError:
+        st = None
+    except (OSError, ValueError) as e:
+        raise RunDirError(f"--out {_short(d)!r} cannot be used: {getattr(e, 'strerror', None) or e}") from None
+    if st is None:
+        for parent in d.absolute().parents:
+            try:
+                pst = parent.stat()
+            except FileNotFoundError:
+                continue
+            except (OSError, ValueError) as e:
+                raise RunDirError(f"--out {_short(d)!r} cannot be made: {_short(parent)!r}: "
+                                  f"{getattr(e, 'strerror', None) or e}") from None
+            if not stat.S_ISDIR(pst.st_mode):
+                raise RunDirError(f"--out {_short(d)!r} cannot be made: {_short(parent)!r} is a file, not a directory")
+            return
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        raise RunDirError(f"--out {_short(d)!r} is a file, not a directory; choose a new folder")
+    if has_run_files(d):
+        return
+    try:
+        others = sorted(e.name for e in os.scandir(d) if not e.name.startswith(".") and e.name != LOG_FILE)
+    except OSError as e:
+        raise RunDirError(f"--out {_short(d)!r} cannot be listed: {e.strerror}") from None
+    if others:
+        raise RunDirError(
+            f"--out {_short(d)!r} is a non-empty folder that is not a run directory ({len(others)} entries, "
+            f"e.g. {others[0]!r}); choose a new or empty folder (nothing was written)"
+        )
 
 
 # --- atomic writing --------------------------------------------------------------------
@@ -563,18 +616,28 @@ def release_lock(lock: str | Path) -> None:
 # --- readers ---------------------------------------------------------------------------
 def _require_dir(run_dir: str | Path, what: str = "run dir") -> Path:
     d = Path(run_dir)
-    if not d.exists():
-        raise RunDirError(f"{what} {str(d)!r} does not exist")
-    if not d.is_dir():
+    try:
+        st = d.stat()
+    except FileNotFoundError:
+        raise RunDirError(f"{what} {str(d)!r} does not exist") from None
+    except (OSError, ValueError) as e:  # name too long, symlink loop, permission, NUL byte
+        raise RunDirError(f"{what} {_short(d)!r} cannot be used: {getattr(e, 'strerror', None) or e}") from None
+    if not stat.S_ISDIR(st.st_mode):
         raise RunDirError(f"{what} {str(d)!r} is not a directory")
     return d
+
+
+def _short(p: Path, limit: int = 200) -> str:
+    """``p`` as text, cut to ``limit`` characters with the total length named (a 5,000-character path stays readable)."""
+    text = str(p)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _read_json(path: Path) -> Any:
     """Parsed JSON, or None when the file is missing, unreadable or not valid JSON."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):  # deep nesting: junk too
         return None
 
 
@@ -584,7 +647,7 @@ def _parse_jsonl(lines: list[bytes]) -> list[dict[str, Any]]:
     for raw in lines:
         try:
             rec = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):  # deep nesting: junk too
             continue
         if isinstance(rec, dict) and isinstance(rec.get("epoch"), int) and not isinstance(rec["epoch"], bool):
             out.append(rec)
@@ -843,6 +906,9 @@ def list_runs(runs_dir: str | Path) -> list[RunSummary]:
         RunDirError: ``runs_dir`` does not exist or is not a directory.
     """
     root = _require_dir(runs_dir, "runs dir")
-    dirs = sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and has_run_files(p)),
-                  key=lambda p: p.name)
+    try:
+        dirs = sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and has_run_files(p)),
+                      key=lambda p: p.name)
+    except OSError as e:  # e.g. a folder we may not list
+        raise RunDirError(f"runs dir {_short(root)!r} cannot be listed: {e.strerror}") from None
     return [summarize_run(p) for p in dirs]
