@@ -54,6 +54,16 @@ def metrics_frame(run_dir: Path) -> pd.DataFrame:
     return _metrics(str(run_dir), _stat_key(Path(run_dir) / "metrics.jsonl"))
 
 
+@st.cache_data(show_spinner="Reading the checkpoint's P-pooling exponents ...", max_entries=32)
+def _final_p(run_dir: str, mtimes: tuple[float, ...]) -> pd.DataFrame:
+    return api.final_p_channels(run_dir)
+
+
+def final_p_channels(run_dir: Path) -> pd.DataFrame:
+    """``api.final_p_channels`` (branch, channel, p), re-read when the run's checkpoints change."""
+    return _final_p(*checkpoint_key(run_dir))
+
+
 @st.cache_data(show_spinner=False, max_entries=64)
 def _cmc(runs: tuple[tuple[str, str], ...], stat_keys: tuple[tuple[int, int], ...]) -> pd.DataFrame:
     return api.cmc_frame(dict(runs))

@@ -42,6 +42,13 @@ def pooling_trio(runs: pd.DataFrame, limit: int = 3) -> list[str]:
     return list(runs["run"])[:limit]
 
 
+def p_pooling_runs(runs: pd.DataFrame) -> list[str]:
+    """Names of the runs that use P-pooling (``pool == "p"``), in table order."""
+    if runs.empty or "pool" not in runs.columns:
+        return []
+    return list(runs.loc[runs["pool"] == "p", "run"])
+
+
 def runs_table(runs: pd.DataFrame, *, key: str = "runs.table") -> None:
     """``api.runs_frame`` as a table: state, config summary, best mAP/R1 (%), learned p."""
     shown = runs.drop(columns=[c for c in ("path",) if c in runs.columns])

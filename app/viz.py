@@ -105,8 +105,13 @@ def epoch_time_figure(metrics: pd.DataFrame) -> go.Figure:
     return _epoch_ticks(fig, metrics["epoch"])
 
 
-def p_trajectories(metrics_by_run: dict[str, pd.DataFrame]) -> go.Figure:
-    """Learned p of several runs over epochs: one line per run and branch (runs without p are left out)."""
+def p_trajectories(metrics_by_run: dict[str, pd.DataFrame], *, empty: str = "no P-pooling run selected",
+                   title: str = "Learned p") -> go.Figure:
+    """Learned p of several runs over epochs: one line per run and branch (runs without p are left out).
+
+    Average pooling (p = 1) is a dotted reference line and max pooling (p -> inf) a note at
+    the top, so the curves read against both. A per-channel run's line is its channel mean.
+    """
     fig = go.Figure()
     for run, frame in metrics_by_run.items():
         for col in _columns(frame, "p."):
@@ -114,8 +119,33 @@ def p_trajectories(metrics_by_run: dict[str, pd.DataFrame]) -> go.Figure:
             fig.add_trace(go.Scatter(x=rows["epoch"], y=rows[col], mode="lines+markers",
                                      name=f"{run} · {col.removeprefix('p.')}"))
     if not fig.data:
-        return _empty("Learned p", "no P-pooling run selected")
-    fig.update_layout(title="Learned p", xaxis_title="epoch", yaxis_title="p", **_LAYOUT)
+        return _empty(title, empty)
+    fig.add_hline(y=1.0, line_dash="dot", line_color="grey", annotation_text="average pooling (p = 1)",
+                  annotation_position="bottom right")
+    fig.add_annotation(text="↑ max pooling as p → ∞", showarrow=False, x=0.0, y=1.0, xref="paper", yref="paper",
+                       xanchor="left", yanchor="top", font=dict(color="grey"))
+    top = max(float(np.nanmax(t.y)) for t in fig.data)
+    fig.update_yaxes(range=[0.9, max(top * 1.1, 1.5)])
+    fig.update_layout(title=title, xaxis_title="epoch", yaxis_title="p", **_LAYOUT)
+    return fig
+
+
+def has_p_spread(metrics: pd.DataFrame) -> bool:
+    """Whether a run learned one p per channel (metrics.jsonl has ``p_spread``)."""
+    return bool(_columns(metrics, "p_spread."))
+
+
+def p_distribution_figure(p_by_run: dict[str, pd.DataFrame]) -> go.Figure:
+    """Histogram of the final per-channel p (``api.final_p_channels``: branch, channel, p) per run and branch."""
+    fig = go.Figure()
+    for run, frame in p_by_run.items():
+        for branch, rows in frame.groupby("branch", sort=False):
+            fig.add_trace(go.Histogram(x=rows["p"], name=f"{run} · {branch}", opacity=0.6, nbinsx=40))
+    if not fig.data:
+        return _empty("Final p per channel", "no checkpoint of a per-channel P-pooling run")
+    fig.add_vline(x=1.0, line_dash="dot", line_color="grey", annotation_text="average (p = 1)")
+    fig.update_layout(title="Final p per channel", xaxis_title="p", yaxis_title="channels", barmode="overlay",
+                      **_LAYOUT)
     return fig
 
 

@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from esnet.checkpoint import LEGACY_P_SUFFIX, load_checkpoint
 from esnet.data.images import ImageError, load_rgb
 from esnet.engine import rundir
 from esnet.model.pooling import avg_pool, max_pool, p_pool
@@ -53,6 +54,9 @@ def _flatten(record: dict[str, Any]) -> dict[str, Any]:
             for sub, v in value.items():
                 if isinstance(v, (int, float)) and not isinstance(v, bool):
                     row[f"{key}.{sub}"] = float(v)
+                elif isinstance(v, dict):  # p_spread: {branch: {quantile: value}}
+                    row.update({f"{key}.{sub}.{k}": float(x) for k, x in v.items()
+                                if isinstance(x, (int, float)) and not isinstance(x, bool)})
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             row[key] = value
     return row
@@ -62,8 +66,8 @@ def metrics_frame(run_dir: str | Path) -> pd.DataFrame:
     """metrics.jsonl as one row per epoch, nested keys flattened with dots.
 
     Columns (those present): ``epoch, lr, time_s, img_per_s, loss.<name>, acc.<branch>,
-    p.<branch>, eval.R1, eval.R5, eval.R10, eval.mAP, eval.mINP`` (eval columns are NaN on
-    epochs that were not evaluated). A half-written last line is ignored. Empty frame
+    p.<branch>, [p_spread.<branch>.<quantile>,] eval.R1, eval.R5, eval.R10, eval.mAP, eval.mINP``
+    (eval columns are NaN on epochs that were not evaluated). A half-written last line is ignored. Empty frame
     (column ``epoch`` only) for a run without records.
     """
     rows = [_flatten(r) for r in rundir.read_metrics(run_dir) if isinstance(r.get("epoch"), int)]
@@ -204,3 +208,35 @@ def pooling_demo(p: float, *, size: tuple[int, int] = (16, 8), seed: int = 0) ->
     curve = pd.DataFrame({"p": ps, "gem": [float(p_pool(x4, torch.tensor([float(v)]))) for v in ps]})
     return PoolingDemo(fmap=fmap.numpy().astype(np.float32), avg=float(avg_pool(x4)), max=float(max_pool(x4)),
                        gem=float(p_pool(x4, torch.tensor([float(p)]))), curve=curve)
+
+
+def final_p_channels(run_dir: str | Path) -> pd.DataFrame:
+    """The exponents P-pooling uses in a run's checkpoint (last.pt, else best.pt), per branch and channel.
+
+    Read from the state dict (``*.pool.q``: p = 1 + softplus(q); an old raw ``*.pool.p``:
+    p clamped to >= 1, as it was used), without building the model.
+
+    Returns:
+        Columns branch (``global``/``erase``), channel (0-based), p; one row per branch for a
+        single p, C per branch with ``model.p_per_channel``; empty when the run has no
+        checkpoint or no P-pooling.
+    Raises:
+        CheckpointError: the checkpoint exists but cannot be read.
+    """
+    columns = ["branch", "channel", "p"]
+    paths = [rundir.checkpoint_path(run_dir, w) for w in ("last", "best")]
+    path = next((p for p in paths if p.is_file()), None)
+    if path is None:
+        return pd.DataFrame(columns=columns)
+    state = load_checkpoint(path).model_state
+    rows: list[dict[str, Any]] = []
+    for key, value in state.items():
+        if key.endswith(".pool.q"):
+            p = 1.0 + F.softplus(value.float())
+        elif key.endswith(LEGACY_P_SUFFIX):
+            p = value.float().clamp(min=1.0)
+        else:
+            continue
+        branch = key.split(".", 1)[0].removesuffix("_head")
+        rows += [{"branch": branch, "channel": i, "p": float(v)} for i, v in enumerate(p.flatten().tolist())]
+    return pd.DataFrame(rows, columns=columns)

@@ -2,6 +2,7 @@
 import streamlit as st
 
 from app import cache, panels, state, viz
+from esnet import api
 
 sel = state.current()
 st.title("Pooling comparison")
@@ -24,6 +25,23 @@ if not state.show_no_runs(sel):
         c1.plotly_chart(viz.cmc_figure(cache.cmc_frame(paths)), width="stretch", key="pooling.cmc")
         trajectories = viz.p_trajectories({n: cache.metrics_frame(p) for n, p in paths.items()})
         c2.plotly_chart(trajectories, width="stretch", key="pooling.p")
+
+st.subheader("Learned p over training")
+p_runs = panels.p_pooling_runs(sel.runs)
+if sel.runs_dir is not None and not p_runs:
+    st.info("No P-pooling run in this runs directory: average and max pooling have no p to learn.")
+elif p_runs:
+    frames = {n: cache.metrics_frame(sel.run_path(n)) for n in p_runs}
+    st.plotly_chart(viz.p_trajectories(frames, title="Learned p of every P-pooling run, per branch"),
+                    width="stretch", key="pooling.p_all")
+    per_channel = [n for n, frame in frames.items() if viz.has_p_spread(frame)]
+    if per_channel:
+        try:
+            finals = {n: cache.final_p_channels(sel.run_path(n)) for n in per_channel}
+        except api.CheckpointError as e:
+            st.warning(f"Cannot show the per-channel p: {e}")
+        else:
+            st.plotly_chart(viz.p_distribution_figure(finals), width="stretch", key="pooling.p_channels")
 
 st.subheader("Live demo: one feature map, three poolings")
 p = st.slider("p", min_value=1.0, max_value=64.0, value=3.0, step=0.5, key="pooling.p_demo")

@@ -95,3 +95,77 @@ def test_pooling_trio_prefers_one_es_net_run_per_pooling() -> None:
     assert pooling_trio(runs.iloc[[0, 4]]) == ["e_rand_p", "a_base"]  # no pair of ES-Net runs: any two poolings
     assert pooling_trio(runs.iloc[[1, 5]]) == ["b_p", "f_p_seed1"]  # one pooling only: the first runs
     assert pooling_trio(runs.iloc[[]]) == []
+
+
+def _p_all(at) -> dict:
+    """The 'Learned p of every P-pooling run' figure."""
+    return next(s for s in plotly_specs(at) if "every P-pooling run" in str(s["layout"].get("title")))
+
+
+def test_learned_p_of_every_p_run_next_to_average_pooling(runs, demo_root, monkeypatch) -> None:
+    at = open_app(monkeypatch, runs, demo_root, PAGE)
+    fig = _p_all(at)
+    traces = {t["name"]: plotly_values(t["y"]) for t in fig["data"]}
+    assert traces == {"esnet-p · global": pytest.approx([3.1, 3.2, 3.3, 3.4]),
+                      "esnet-p · erase": pytest.approx([3.2, 3.4, 3.6, 3.8])}  # make_run: 3 + 0.1 / 0.2 per epoch
+    assert [(s["y0"], s["y1"]) for s in fig["layout"]["shapes"]] == [(1.0, 1.0)]  # average pooling, p = 1
+    notes = [a["text"] for a in fig["layout"]["annotations"]]
+    assert "average pooling (p = 1)" in notes and any("max pooling as p → ∞" in n for n in notes)
+
+
+def test_market_runs_show_their_learned_p(tmp_path, demo_root, monkeypatch) -> None:
+    import json
+    import shutil
+
+    src = Path(__file__).resolve().parents[2] / "results" / "market1501"
+    runs = tmp_path / "market1501"
+    shutil.copytree(src, runs, ignore=shutil.ignore_patterns("probes", "*.png", "*.md"))
+    at = open_app(monkeypatch, runs, demo_root, PAGE)
+    assert not at.exception, at.exception
+    traces = {t["name"]: plotly_values(t["y"]) for t in _p_all(at)["data"]}
+    p_runs = sorted(d.name for d in runs.iterdir() if d.is_dir()
+                    and json.loads((d / "config.json").read_text())["model"]["pool"] == "p")
+    assert {"b_esnet_p", "e_random_p", "f_esnet_p_seed1"} <= set(p_runs)
+    assert set(traces) == {f"{r} · {b}" for r in p_runs for b in ("global", "erase")}
+    for run in p_runs:
+        recs = [json.loads(line) for line in (runs / run / "metrics.jsonl").read_text().splitlines() if line]
+        assert traces[f"{run} · global"] == pytest.approx([r["p"]["global"] for r in recs])
+        assert traces[f"{run} · erase"] == pytest.approx([r["p"]["erase"] for r in recs])
+
+
+def test_per_channel_run_shows_the_final_p_distribution(tmp_path, demo_root, monkeypatch) -> None:
+    import json
+
+    import torch
+
+    from esnet.checkpoint import save_checkpoint
+    from esnet.config import Config
+    from esnet.engine import rundir
+    from esnet.model.pooling import Pool, q_from_p
+
+    d = tmp_path / "runs"
+    run = make_run(d / "esnet-pc")
+    make_run(d / "esnet-avg", pool="avg")
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    for rec in lines:
+        rec["p_spread"] = {b: {"min": 1.5, "q10": 2.0, "median": 3.0, "q90": 4.0, "max": 5.0} for b in rec["p"]}
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    heads = torch.nn.ModuleDict({f"{b}_head": torch.nn.ModuleDict({"pool": Pool("p", 3.0, channels=8,
+                                                                                per_channel=True)})
+                                 for b in ("global", "erase")})
+    with torch.no_grad():
+        heads["global_head"]["pool"].q.copy_(q_from_p(torch.linspace(1.5, 5.0, 8)))
+    save_checkpoint(rundir.checkpoint_path(run, "last"), model=heads, optimizer=None, scheduler=None, epoch=4,
+                    config=Config(), num_classes=3)
+    at = open_app(monkeypatch, d, demo_root, PAGE)
+    assert not at.exception, at.exception
+    hist = next(s for s in plotly_specs(at) if "Final p per channel" in str(s["layout"].get("title")))
+    values = {t["name"]: plotly_values(t["x"]) for t in hist["data"]}
+    assert values["esnet-pc · global"] == pytest.approx(torch.linspace(1.5, 5.0, 8).tolist(), abs=1e-5)
+    assert values["esnet-pc · erase"] == pytest.approx([3.0] * 8, abs=1e-6)
+
+
+def test_no_p_run_says_so(tmp_path, demo_root, monkeypatch) -> None:
+    make_run(tmp_path / "runs" / "esnet-avg", pool="avg")
+    at = open_app(monkeypatch, tmp_path / "runs", demo_root, PAGE)
+    assert any("No P-pooling run in this runs directory" in i.value for i in at.info)
