@@ -106,7 +106,7 @@ def pooling_demo(p: float) -> api.PoolingDemo:
 
 # --- model pages (rank browser, embeddings, search, evaluate) --------------------------------
 # Keys: the checkpoint path as given (run directory or file) + the mtimes of the checkpoint
-# files it may resolve to, so a re-trained best.pt invalidates everything computed from it.
+# files it may resolve to, so a re-trained last.pt invalidates everything computed from it.
 def checkpoint_key(path: str | Path) -> tuple[str, tuple[float, ...]]:
     """(path, mtimes) identifying a checkpoint file or a run directory's checkpoints/*.pt."""
     p = Path(path)
@@ -121,7 +121,7 @@ def _inference(path: str, mtimes: tuple[float, ...], feature: str | None = None)
 
 
 def inference(path: str | Path) -> api.Inference:
-    """The checkpoint (file, or run directory: best.pt then last.pt) loaded once, eval mode, shared read-only."""
+    """The checkpoint (file, or run directory: its last.pt) loaded once, eval mode, shared read-only."""
     return _inference(*checkpoint_key(path))
 
 
@@ -129,6 +129,9 @@ def inference(path: str | Path) -> api.Inference:
                    max_entries=8)
 def _evaluation(path: str, mtimes: tuple[float, ...], dataset: str, root: str, root_mtime: float,
                 rerank: bool, flip: bool, feature: str | None) -> api.EvalReport:
+    if feature is not None and _inference(path, mtimes).config.model.test_feature == "concat":
+        # a branch is half of the concat feature: slice the run's own report, do not embed again
+        return api.feature_view(_evaluation(path, mtimes, dataset, root, root_mtime, rerank, flip, None), feature)
     return api.evaluate_checkpoint(_inference(path, mtimes, feature), dataset, root, rerank=rerank, flip=flip,
                                    cache_dir=api.default_cache_dir())
 

@@ -28,7 +28,7 @@ from esnet.data.check import check_dataset
 from esnet.data.datasets import DATASETS, load_dataset
 from esnet.data.images import ImageError
 from esnet.data.types import DatasetError
-from esnet.embedding import Embeddings, Inference
+from esnet.embedding import TEST_SELECTED, Embeddings, Inference, is_test_selected
 from esnet.evaluation import EvalReport
 from esnet.saliency import ErasingView, SaliencyMap
 from esnet.search import GalleryIndex, SearchResult, build_index, search
@@ -54,7 +54,7 @@ __all__ = [
     "erasing_replay", "evaluate_checkpoint", "final_p_channels", "image_saliency", "load_gallery", "load_inference", "metrics_frame",
     "nearest_neighbours", "pair_saliency", "pooling_demo", "printable", "query_ranking", "read_image",
     "read_run_config", "run_status", "runs_frame", "search_images", "start_training", "stop_training",
-    "warm_up_projection",
+    "warm_up_projection", "TEST_SELECTED", "is_test_selected", "feature_view", "dataset_camera_regex", "run_dataset",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -137,8 +137,12 @@ def printable(text: str) -> str:
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
-def load_inference(path: str | Path, device: str = "auto", test_feature: str | None = None) -> Inference:
-    """A checkpoint file, or a run directory (best.pt, else last.pt), ready to embed images.
+def load_inference(path: str | Path, device: str = "auto", test_feature: str | None = None,
+                   which: str = "last") -> Inference:
+    """A checkpoint file, or a run directory (its last.pt; ``which="best"``: its best.pt), ready to embed images.
+
+    best.pt is the epoch with the best query/gallery mAP, i.e. selected on the test split:
+    ``Inference.test_selected`` is True for it, and what shows it labels it ``test-selected``.
 
     ``test_feature`` (``concat``, ``global``, ``erase``) embeds with other branches than the
     run was configured with; None keeps the run's ``model.test_feature``.
@@ -147,7 +151,7 @@ def load_inference(path: str | Path, device: str = "auto", test_feature: str | N
         CheckpointError: missing, unreadable, untrusted (not weights-only) or mismatched checkpoint.
         ValueError: an unknown device or test feature, or ``erase`` without an erasing branch.
     """
-    return embedding.load_inference(path, device=device, test_feature=test_feature)
+    return embedding.load_inference(path, device=device, test_feature=test_feature, which=which)
 
 
 def read_image(source: str | Path | bytes, name: str | None = None) -> Image.Image:
@@ -177,14 +181,42 @@ class Gallery:
         return len(self.embeddings.paths)
 
 
+def dataset_camera_regex(inf: Inference, dataset: str, camera_regex: str | None = None) -> str | None:
+    """The camera regex to load ``dataset`` with: ``camera_regex`` if given, else the run's own
+    ``data.camera_regex`` when ``dataset`` is the run's dataset, else None (the loader's default)."""
+    if camera_regex:
+        return camera_regex
+    data = inf.config.data
+    return data.camera_regex if dataset == data.dataset and dataset == "folder" else None
+
+
+def run_dataset(inf: Inference, dataset: str | None, root: str | Path | None) -> tuple[str, str]:
+    """(dataset, root) given, else the checkpoint's run's own ``data.dataset`` / ``data.root``.
+
+    Raises:
+        ValueError: no root given and the run's config names none.
+    """
+    name = dataset or inf.config.data.dataset
+    where = str(root) if root else (inf.config.data.root if name == inf.config.data.dataset else "")
+    if not where:
+        raise ValueError(f"dataset {name!r} needs a root directory (--root DIR): the checkpoint's run names none "
+                         f"for it")
+    return name, where
+
+
+def _load(dataset: str, root: str | Path, camera_regex: str | None):
+    return load_dataset(dataset, str(root), **({} if camera_regex is None else {"camera_regex": camera_regex}))
+
+
 def embed(inf: Inference, *, folder: str | Path | None = None, dataset: str | None = None,
           root: str | Path | None = None, split: str = "gallery", flip: bool = False,
           cache_dir: str | Path | None = None, batch_size: int = 64,
-          progress: Callable[[int, int], None] | None = None) -> Embeddings:
+          progress: Callable[[int, int], None] | None = None, camera_regex: str | None = None) -> Embeddings:
     """Embed every image of ``folder`` (recursive), or one ``split`` of ``dataset`` at ``root``.
 
     Unreadable images are skipped and listed in ``Embeddings.skipped``; with ``cache_dir``
-    a gallery already embedded by the same checkpoint is read back instead.
+    a gallery already embedded by the same checkpoint is read back instead. ``camera_regex``:
+    see :func:`dataset_camera_regex`.
 
     Raises:
         ValueError: neither or both of folder / dataset given, an empty folder or split,
@@ -198,7 +230,7 @@ def embed(inf: Inference, *, folder: str | Path | None = None, dataset: str | No
                                       progress=progress)
     if root is None:
         raise ValueError(f"dataset {dataset!r} needs root=<its directory>")
-    data = load_dataset(dataset, str(root))
+    data = _load(dataset, root, dataset_camera_regex(inf, dataset, camera_regex))
     return embedding.embed_split(inf, data, split, batch_size=batch_size, flip=flip, cache_dir=cache_dir,
                                  progress=progress)
 
@@ -206,10 +238,10 @@ def embed(inf: Inference, *, folder: str | Path | None = None, dataset: str | No
 def load_gallery(inf: Inference, *, folder: str | Path | None = None, dataset: str | None = None,
                  root: str | Path | None = None, split: str = "gallery", flip: bool = False,
                  cache_dir: str | Path | None = None, backend: str = "auto",
-                 progress: Callable[[int, int], None] | None = None) -> Gallery:
+                 progress: Callable[[int, int], None] | None = None, camera_regex: str | None = None) -> Gallery:
     """:func:`embed` the gallery, then index it (``backend`` as ``esnet.search.build_index``)."""
     emb = embed(inf, folder=folder, dataset=dataset, root=root, split=split, flip=flip, cache_dir=cache_dir,
-                progress=progress)
+                progress=progress, camera_regex=camera_regex)
     index = build_index(emb.features, paths=list(emb.paths), pids=emb.pids, camids=emb.camids, backend=backend)
     return Gallery(embeddings=emb, index=index)
 
@@ -230,8 +262,13 @@ def search_images(inf: Inference, gallery: Gallery, query_images: Sequence[Image
 
 def evaluate_checkpoint(checkpoint: str | Path | Inference, dataset: str, root: str | Path, *,
                         rerank: bool = False, flip: bool = False, cache_dir: str | Path | None = None,
-                        progress: Callable[[str, int, int], None] | None = None) -> EvalReport:
+                        progress: Callable[[str, int, int], None] | None = None, camera_regex: str | None = None,
+                        feature: str | None = None) -> EvalReport:
     """CMC / mAP / mINP of a checkpoint (file, run directory or loaded ``Inference``) on a dataset.
+
+    ``feature`` (``global`` / ``erase``) of a model whose test feature is ``concat`` is cut out of
+    the concat embeddings (:func:`feature_view`): one embedding pass, one cache entry for all three.
+    ``camera_regex``: see :func:`dataset_camera_regex`.
 
     Returns:
         ``EvalReport``: summary, CMC, per-query results, embeddings and the verification ROC.
@@ -239,8 +276,18 @@ def evaluate_checkpoint(checkpoint: str | Path | Inference, dataset: str, root: 
         CheckpointError, DatasetError, ValueError: with the file / rule named.
     """
     inf = checkpoint if isinstance(checkpoint, Inference) else load_inference(checkpoint)
-    return evaluation.evaluate_dataset(inf, dataset, str(root), rerank=rerank, flip=flip,
-                                       cache_dir=None if cache_dir is None else str(cache_dir), progress=progress)
+    own = inf.config.model.test_feature
+    if feature not in (None, own) and own != "concat":
+        inf = load_inference(inf.checkpoint, device=inf.device.type, test_feature=feature)
+    report = evaluation.evaluate_dataset(inf, dataset, str(root), rerank=rerank, flip=flip,
+                                         cache_dir=None if cache_dir is None else str(cache_dir), progress=progress,
+                                         camera_regex=dataset_camera_regex(inf, dataset, camera_regex))
+    return report if feature is None else evaluation.feature_view(report, feature)
+
+
+def feature_view(report: EvalReport, feature: str) -> EvalReport:
+    """A ``concat`` report scored with one branch (``global`` / ``erase``) without embedding again."""
+    return evaluation.feature_view(report, feature)
 
 
 def query_ranking(report: EvalReport, query_row: int, topk: int = 10) -> pd.DataFrame:

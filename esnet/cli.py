@@ -159,14 +159,45 @@ def _emit_json(obj: dict) -> None:
 
 
 def _progress(label: str):
-    """``report(done, total, stage=label)`` printing a stderr progress line when stderr is a terminal, else None."""
+    """``report(done, total, stage=label)`` drawing one tqdm bar per stage on stderr when it is a terminal, else None."""
     if not sys.stderr.isatty():
         return None
+    from tqdm import tqdm
+
+    bars: dict[str, tqdm] = {}
 
     def report(done: int, total: int, stage: str = label) -> None:
-        print(f"\r{stage}: {done}/{total}", end="\n" if done >= total else "", file=sys.stderr, flush=True)
+        bar = bars.get(stage)
+        if bar is None:
+            bar = bars[stage] = tqdm(total=total, desc=stage, file=sys.stderr, dynamic_ncols=True,
+                                     unit="img" if stage in ("query", "gallery", "embed") else "it")
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
 
     return report
+
+
+def _cache_dir(args: argparse.Namespace) -> str | None:
+    """Where gallery features are cached: ``--cache-dir``, else the dashboard's cache; None with ``--no-cache``."""
+    if args.no_cache:
+        return None
+    if args.cache_dir:
+        return args.cache_dir
+    from esnet import api
+
+    return str(api.default_cache_dir())
+
+
+def _dataset_args(args: argparse.Namespace, inf) -> tuple[str, str]:
+    """(dataset, root) from ``--dataset/--root`` or ``--manifest``, else the checkpoint's run's own."""
+    from esnet import api
+
+    if args.manifest:
+        if args.root or args.dataset not in (None, "manifest"):
+            raise ValueError(f"--manifest {args.manifest} is the dataset: give it without --root / --dataset")
+        return "manifest", args.manifest
+    return api.run_dataset(inf, args.dataset, args.root)
 
 
 def _atomic_write(path: str | Path, write: Callable) -> Path:
@@ -197,6 +228,14 @@ def _not_a_dir(flag: str, path: str | None) -> bool:
         _err(f"{flag} {path} is a directory; give a file path")
         return True
     return False
+
+
+def _checkpoint_label(inf) -> str:
+    """``checkpoint PATH`` plus, for a run's best.pt, the warning that its epoch was chosen on the test split."""
+    from esnet.embedding import TEST_SELECTED
+
+    note = f" ({TEST_SELECTED}: best.pt, the epoch with the best test mAP)" if inf.test_selected else ""
+    return f"checkpoint {inf.checkpoint}{note}"
 
 
 def _skipped_lines(skipped: Sequence[tuple[str, str]]) -> None:
@@ -235,11 +274,13 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         return 2
 
     def run() -> int:
-        inf = api.load_inference(args.checkpoint, device=args.device, test_feature=args.feature)
+        inf = api.load_inference(args.checkpoint, device=args.device, which=args.checkpoint_file)
+        args.dataset, args.root = _dataset_args(args, inf)
         progress = _progress("eval") if not args.json else None
         report = api.evaluate_checkpoint(
-            inf, args.dataset, args.root, rerank=args.rerank, flip=args.flip, cache_dir=args.cache_dir,
-            progress=None if progress is None else (lambda stage, done, total: progress(done, total, stage)))
+            inf, args.dataset, args.root, rerank=args.rerank, flip=args.flip, cache_dir=_cache_dir(args),
+            progress=None if progress is None else (lambda stage, done, total: progress(done, total, stage)),
+            camera_regex=args.camera_regex, feature=args.feature)
         if args.per_query:
             _atomic_write(args.per_query, lambda f: f.write(report.per_query.to_csv(index=False).encode("utf-8")))
         _skipped_lines(report.skipped)
@@ -249,6 +290,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         s = report.summary
         print(f"{args.dataset} at {args.root}: {report.num_query} queries, {report.num_gallery} gallery images"
               f"{', re-ranked' if args.rerank else ''}{', flip' if args.flip else ''}")
+        print(_checkpoint_label(inf))
         print("  ".join(f"{k} {100 * s[k]:.2f}%" for k in ("R1", "R5", "R10", "mAP", "mINP")))
         if report.skipped:
             print(f"{len(report.skipped)} unreadable images skipped (listed on stderr)")
@@ -264,19 +306,20 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
     from esnet import api
 
-    if args.dataset and not args.root:
-        _err("--dataset needs --root DIR")
-        return 2
-    if args.folder and args.root:
-        _err(f"--root {args.root} goes with --dataset, not --folder")
+    if args.folder and (args.root or args.dataset or args.manifest):
+        _err(f"--folder {args.folder} is the images to embed: give it without --dataset / --root / --manifest")
         return 2
     if _not_a_dir("--out", args.out):
         return 2
 
     def run() -> int:
-        inf = api.load_inference(args.checkpoint, device=args.device, test_feature=args.feature)
+        inf = api.load_inference(args.checkpoint, device=args.device, test_feature=args.feature,
+                                 which=args.checkpoint_file)
+        if not args.folder:
+            args.dataset, args.root = _dataset_args(args, inf)
         emb = api.embed(inf, folder=args.folder, dataset=args.dataset, root=args.root, split=args.split,
-                        flip=args.flip, cache_dir=args.cache_dir, progress=None if args.json else _progress("embed"))
+                        flip=args.flip, cache_dir=_cache_dir(args), progress=None if args.json else _progress("embed"),
+                        camera_regex=args.camera_regex)
         feats = np.asarray(emb.features, dtype=np.float32)  # (N, D)
         arrays = {
             "features": feats, "paths": np.array(emb.paths, dtype=str), "pids": np.asarray(emb.pids, np.int64),
@@ -284,16 +327,20 @@ def _cmd_embed(args: argparse.Namespace) -> int:
             "skipped_paths": np.array([p for p, _ in emb.skipped], dtype=str).reshape(-1),
             "skipped_reasons": np.array([r for _, r in emb.skipped], dtype=str).reshape(-1),
             "checkpoint_sha256": np.array(emb.checkpoint_sha), "flip": np.array(emb.flip),
+            "checkpoint_test_selected": np.array(inf.test_selected),
         }
         _atomic_write(args.out, lambda f: np.savez(f, **arrays))
         _skipped_lines(emb.skipped)
         if args.json:
             _emit_json({"out": str(args.out), "num_images": int(feats.shape[0]), "dim": int(feats.shape[1]),
-                        "checkpoint_sha256": emb.checkpoint_sha, "flip": emb.flip, "from_cache": emb.from_cache,
+                        "checkpoint_sha256": emb.checkpoint_sha, "checkpoint_test_selected": inf.test_selected,
+                        "flip": emb.flip, "from_cache": emb.from_cache,
                         "skipped": [{"path": p, "reason": r} for p, r in emb.skipped]})
         else:
             print(f"wrote {args.out}: {feats.shape[0]} x {feats.shape[1]} features"
                   f"{' (from cache)' if emb.from_cache else ''}; {len(emb.skipped)} files skipped")
+            if inf.test_selected:
+                print(_checkpoint_label(inf))
         return 0
 
     return _guarded(run)
@@ -307,7 +354,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
         return 2
 
     def run() -> int:
-        inf = api.load_inference(args.checkpoint, device=args.device, test_feature=args.feature)
+        inf = api.load_inference(args.checkpoint, device=args.device, test_feature=args.feature,
+                                 which=args.checkpoint_file)
         images, good, answers = [], [], []  # answers: one dict per query, in command-line order
         for q in args.query:
             try:
@@ -322,7 +370,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
                 _emit_json({"queries": answers})
             _err(f"none of the {len(args.query)} query images could be read")
             return 2
-        gallery = api.load_gallery(inf, folder=args.gallery, flip=args.flip, cache_dir=args.cache_dir,
+        gallery = api.load_gallery(inf, folder=args.gallery, flip=args.flip, cache_dir=_cache_dir(args),
                                    progress=None if args.json else _progress("gallery"))
         result = api.search_images(inf, gallery, images, topk=args.topk, rerank=args.rerank, flip=args.flip)
         for row, i in enumerate(good):
@@ -331,10 +379,13 @@ def _cmd_search(args: argparse.Namespace) -> int:
                                    "camid": int(r.camid), "path": r.path} for r in frame.itertuples(index=False)]
         _skipped_lines(gallery.embeddings.skipped)
         if args.json:
-            _emit_json({"checkpoint": inf.checkpoint, "gallery": str(args.gallery), "num_gallery": len(gallery),
+            _emit_json({"checkpoint": inf.checkpoint, "checkpoint_test_selected": inf.test_selected,
+                        "gallery": str(args.gallery), "num_gallery": len(gallery),
                         "topk": args.topk, "rerank": args.rerank, "flip": args.flip, "queries": answers,
                         "gallery_skipped": [{"path": p, "reason": r} for p, r in gallery.embeddings.skipped]})
         else:
+            if inf.test_selected:
+                print(_checkpoint_label(inf))
             for a in answers:
                 print(f"query {a['query']}")
                 if not a["ok"]:
@@ -350,14 +401,28 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
 def _add_infer(sub: argparse._SubParsersAction) -> None:
     def common(p: argparse.ArgumentParser, *, cache: bool = True) -> None:
-        p.add_argument("--checkpoint", required=True, help="checkpoint file or run directory (best.pt, else last.pt)")
+        p.add_argument("--checkpoint", required=True,
+                       help="checkpoint file, or run directory (its checkpoints/last.pt; see --checkpoint-file)")
+        p.add_argument("--checkpoint-file", choices=("last", "best"), default="last",
+                       help="which file of a run directory: last (default) or best, the epoch with the best "
+                            "query/gallery mAP, i.e. selected on the test split (labelled test-selected)")
         p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where the model runs")
         p.add_argument("--flip", action="store_true", help="average each image's feature with its mirror's")
         p.add_argument("--feature", choices=TEST_FEATURES,
                        help="test embedding: concat (global + erasing branch), global or erase; default: the run's")
         if cache:
-            p.add_argument("--cache-dir", help="reuse / store gallery features here")
+            p.add_argument("--cache-dir", help="reuse / store features here (default: the dashboard's cache, "
+                                               "$ESNET_CACHE_DIR or .cache/esnet)")
+            p.add_argument("--no-cache", action="store_true", help="embed every image again and store nothing")
         p.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of text")
+
+    def dataset_options(p: argparse.ArgumentParser) -> None:
+        """Spelled as in 'esnet data check' and 'esnet train'; each defaults to the checkpoint's run's own."""
+        p.add_argument("--dataset", help="loader name (see esnet.data.DATASETS); default: the run's")
+        p.add_argument("--root", help="dataset root directory (the CSV for manifest); default: the run's")
+        p.add_argument("--manifest", help="CSV manifest path,pid,camid,split (same as --dataset manifest --root CSV)")
+        p.add_argument("--camera-regex", help=r"folder layout: regex whose group 1 is the camera "
+                                              r"(default: the run's data.camera_regex, else c(\d+))")
 
     export = sub.add_parser("export", help="export the test feature to ONNX and check parity with torch")
     export.add_argument("--checkpoint", required=True, help="checkpoint file or run directory")
@@ -369,18 +434,15 @@ def _add_infer(sub: argparse._SubParsersAction) -> None:
 
     ev = sub.add_parser("eval", help="R1/R5/R10/mAP/mINP of a checkpoint on a dataset's query/gallery split")
     common(ev)
-    ev.add_argument("--dataset", required=True, help="loader name (see esnet.data.DATASETS)")
-    ev.add_argument("--root", required=True, help="dataset root directory")
+    dataset_options(ev)
     ev.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking")
     ev.add_argument("--per-query", metavar="CSV", help="also write one row per query to this CSV file")
     ev.set_defaults(func=_cmd_eval)
 
     emb = sub.add_parser("embed", help="features of a folder's images or of a dataset split, to an .npz file")
     common(emb)
-    src = emb.add_mutually_exclusive_group(required=True)
-    src.add_argument("--folder", help="embed every image under this directory (recursive)")
-    src.add_argument("--dataset", help="loader name (with --root, --split)")
-    emb.add_argument("--root", help="dataset root directory (with --dataset)")
+    emb.add_argument("--folder", help="embed every image under this directory (recursive); else a dataset split")
+    dataset_options(emb)
     emb.add_argument("--split", default="gallery", choices=("train", "query", "gallery"), help="dataset split")
     emb.add_argument("--out", required=True, help="output .npz: features, paths, pids, camids, skipped_*")
     emb.set_defaults(func=_cmd_embed)

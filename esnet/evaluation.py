@@ -13,6 +13,7 @@ are refused here: ``esnet.metrics.evaluate_vehicleid`` is the function for them.
 from __future__ import annotations
 
 from collections.abc import Callable
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +21,7 @@ import pandas as pd
 
 from esnet.data.datasets import load_dataset
 from esnet.data.types import ReidData
-from esnet.embedding import Embeddings, Inference, embed_split
+from esnet.embedding import Embeddings, Inference, embed_split, is_test_selected
 from esnet import metrics
 from esnet.metrics import RankResult, VerificationResult, evaluate, pairwise_distance, re_ranking_features, verification_roc
 
@@ -28,7 +29,7 @@ MAX_RANK = 50
 """Length of the CMC curve kept in a report."""
 
 Progress = Callable[[str, int, int], None]
-"""``progress(stage, done, total)``; stage is ``query`` or ``gallery``."""
+"""``progress(stage, done, total)``; stage is ``query``, ``gallery`` (images), ``re-ranking`` or ``scoring``."""
 
 PER_QUERY_COLUMNS = ("query", "path", "pid", "camid", "ap", "first_hit", "hardest_positive", "num_positives", "valid")
 
@@ -87,7 +88,8 @@ class EvalReport:
         """A JSON-ready summary (no per-query rows): metrics, CMC top 20, counts, options."""
         return {
             "dataset": self.dataset, "root": self.root, "checkpoint": self.checkpoint,
-            "checkpoint_sha256": self.checkpoint_sha, "rerank": self.rerank, "flip": self.flip,
+            "checkpoint_sha256": self.checkpoint_sha, "checkpoint_test_selected": is_test_selected(self.checkpoint),
+            "rerank": self.rerank, "flip": self.flip,
             "test_feature": self.test_feature,
             **{k: round(v, 6) for k, v in self.summary.items()},
             "cmc": [round(float(v), 6) for v in self.cmc[:20]],
@@ -145,24 +147,87 @@ def evaluate_inference(inf: Inference, data: ReidData, *, rerank: bool = False, 
         report = None if progress is None else (lambda done, total, s=split: progress(s, done, total))
         embs[split] = embed_split(inf, data, split, batch_size=batch_size, flip=flip, cache_dir=cache_dir,
                                   progress=report)
-    q, g = embs["query"], embs["gallery"]
+    return _scored(data.name, data.root, inf.checkpoint, inf.checkpoint_sha, inf.config.model.test_feature,
+                   embs["query"], embs["gallery"], rerank=rerank, flip=flip, progress=progress)
+
+
+def _scored(dataset: str, root: str, checkpoint: str, checkpoint_sha: str, test_feature: str, q: Embeddings,
+            g: Embeddings, *, rerank: bool, flip: bool, progress: Progress | None = None) -> EvalReport:
+    """Rank, score and package embedded query ``q`` and gallery ``g`` (no model involved).
+
+    ``progress`` stages: ``re-ranking`` (0/1, 1/1) when ``rerank``, then ``scoring`` (0/Q, Q/Q).
+    """
+    report = progress or (lambda stage, done, total: None)
+    num_q = len(q.paths)
     dist = pairwise_distance(np.asarray(q.features), np.asarray(g.features))  # (Q, G)
     reranked = None
     if rerank:
+        report("re-ranking", 0, 1)
         reranked = re_ranking_features(np.asarray(q.features), np.asarray(g.features), "cosine")  # (Q, G)
+        report("re-ranking", 1, 1)
     scored = dist if reranked is None else reranked
+    report("scoring", 0, num_q)
     result = evaluate(scored, q.pids, g.pids, q.camids, g.camids, max_rank=MAX_RANK)
     roc = verification_roc(dist, q.pids, g.pids, q.camids, g.camids)
-    return EvalReport(dataset=data.name, root=data.root, checkpoint=inf.checkpoint, checkpoint_sha=inf.checkpoint_sha,
-                      rerank=rerank, flip=flip, test_feature=inf.config.model.test_feature,
+    report("scoring", num_q, num_q)
+    return EvalReport(dataset=dataset, root=root, checkpoint=checkpoint, checkpoint_sha=checkpoint_sha,
+                      rerank=rerank, flip=flip, test_feature=test_feature,
                       summary=result.summary(), cmc=result.cmc, result=result,
                       per_query=_per_query(result, q), query=q, gallery=g, verification=roc,
                       reranked_distmat=reranked)
 
 
-def evaluate_dataset(inf: Inference, dataset: str, root: str, **kwargs) -> EvalReport:
-    """``load_dataset(dataset, root)`` then :func:`evaluate_inference` with the same keyword arguments."""
-    return evaluate_inference(inf, load_dataset(dataset, str(root)), **kwargs)
+BRANCH_HALVES = {"global": 0, "erase": 1}
+"""Which half of a ``concat`` feature each branch is: ``concat = [global BNNeck, erase BNNeck]``."""
+
+
+def branch_features(emb: Embeddings, feature: str) -> Embeddings:
+    """One branch's features cut out of ``concat`` embeddings, re-normalised to unit rows.
+
+    ``concat`` is the two BNNeck outputs side by side, normalised together; a half scaled back
+    to unit length is exactly that branch's own test feature (with ``flip`` too: the mirror
+    average is taken before normalising, half by half).
+
+    Args:
+        emb: ``concat`` embeddings, features (N, 2C).
+        feature: ``global`` (first half) or ``erase`` (second half).
+    Returns:
+        Embeddings with features (N, C) float32 unit rows; everything else unchanged.
+    """
+    if feature not in BRANCH_HALVES:
+        raise ValueError(f"feature must be one of {sorted(BRANCH_HALVES)}, got {feature!r}")
+    feats = np.asarray(emb.features, dtype=np.float32)  # (N, 2C)
+    if feats.ndim != 2 or feats.shape[1] % 2:
+        raise ValueError(f"concat features must be (N, 2C), got {feats.shape}")
+    c = feats.shape[1] // 2
+    half = feats[:, BRANCH_HALVES[feature] * c:(BRANCH_HALVES[feature] + 1) * c]  # (N, C)
+    norm = np.linalg.norm(half, axis=1, keepdims=True)  # (N, 1)
+    return dataclasses.replace(emb, features=(half / np.maximum(norm, 1e-12)).astype(np.float32))
+
+
+def feature_view(report: EvalReport, feature: str) -> EvalReport:
+    """``report`` (evaluated with the ``concat`` feature) scored again with one branch, without embedding.
+
+    Raises:
+        ValueError: ``report`` is not a ``concat`` report, or ``feature`` is not ``global`` / ``erase``.
+    """
+    if feature == report.test_feature:
+        return report
+    if report.test_feature != "concat":
+        raise ValueError(f"a {feature!r} view needs a 'concat' report (both branches), got {report.test_feature!r}")
+    return _scored(report.dataset, report.root, report.checkpoint, report.checkpoint_sha, feature,
+                   branch_features(report.query, feature), branch_features(report.gallery, feature),
+                   rerank=report.rerank, flip=report.flip)
+
+
+def evaluate_dataset(inf: Inference, dataset: str, root: str, *, camera_regex: str | None = None,
+                     **kwargs) -> EvalReport:
+    """``load_dataset(dataset, root)`` then :func:`evaluate_inference` with the same keyword arguments.
+
+    ``camera_regex`` (``folder`` layout) None: the default ``c(\\d+)``.
+    """
+    extra = {} if camera_regex is None else {"camera_regex": camera_regex}
+    return evaluate_inference(inf, load_dataset(dataset, str(root), **extra), **kwargs)
 
 
 def query_ranking(report: EvalReport, query_row: int, topk: int = 10) -> pd.DataFrame:

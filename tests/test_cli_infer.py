@@ -22,9 +22,17 @@ from esnet.data.images import MAX_PIXELS
 from esnet.model import build_model
 
 REPO = Path(__file__).resolve().parents[1]
-DEMO_CKPT = REPO / "assets" / "demo_runs" / "esnet-p" / "checkpoints" / "best.pt"
+DEMO_CKPT = REPO / "assets" / "demo_runs" / "esnet-p" / "checkpoints" / "last.pt"
 DEMO_DATA = REPO / "assets" / "demo_data"
 METRICS = ("R1", "R5", "R10", "mAP", "mINP")
+
+
+@pytest.fixture(autouse=True)
+def default_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """eval / embed / search cache by default in the dashboard's cache: a fresh one per test."""
+    cache = tmp_path_factory.mktemp("default-cache") / "cache"
+    monkeypatch.setenv("ESNET_CACHE_DIR", str(cache))
+    return cache
 
 
 def _run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -172,7 +180,8 @@ def test_eval_feature_picks_the_branches_and_keys_the_cache(ckpt, market, tmp_pa
     g, e = feats["concat"][:, :512], feats["concat"][:, 512:]
     np.testing.assert_allclose(g / np.linalg.norm(g, axis=1, keepdims=True), feats["global"], atol=1e-5)
     np.testing.assert_allclose(e / np.linalg.norm(e, axis=1, keepdims=True), feats["erase"], atol=1e-5)
-    assert len(list(cache.glob("*.npy"))) == 6  # query + gallery per feature: no entry served another feature
+    # eval embeds query + gallery once (concat) and cuts the branches out of it; embed keys each feature
+    assert len(list(cache.glob("*.npy"))) == 4
     # without --feature: the run's own (concat), read back from the cache
     code, out, err = _run(capsys, "eval", "--checkpoint", ckpt, "--dataset", "market1501", "--root", market,
                           "--cache-dir", cache, "--json")
@@ -305,3 +314,43 @@ def test_demo_search_finds_the_right_identity_first(demo_ckpt, tmp_path, capsys)
         dists = [h["distance"] for h in a["hits"]]
         assert dists == sorted(dists)
         assert a["hits"][0]["pid"] == int(q.name.split("_")[0]), (q.name, a["hits"][:2])
+
+
+def test_eval_caches_by_default_and_no_cache_opts_out(ckpt, market, default_cache, capsys):
+    default = default_cache
+    argv = ("eval", "--checkpoint", ckpt, "--dataset", "market1501", "--root", market, "--json")
+    code, out, err = _run(capsys, *argv, "--no-cache")
+    assert code == 0, err
+    assert not default.exists()
+    code, out, err = _run(capsys, *argv)
+    assert code == 0, err
+    assert len(list(default.glob("*.npy"))) == 2  # query + gallery, where the dashboard looks
+
+
+def test_eval_reads_the_runs_data_config_and_camera_regex(tmp_path, capsys):
+    """A run trained on a folder dataset with its own camera regex is scored without repeating it."""
+    root = tmp_path / "folder"
+    rng = np.random.default_rng(0)
+    for split, pid, cams in (("query", 1, [3]), ("gallery", 1, [4, 5]), ("query", 2, [5]), ("gallery", 2, [3, 4]),
+                             ("train", 9, [3, 4])):
+        (root / split / str(pid)).mkdir(parents=True, exist_ok=True)
+        for cam in cams:
+            arr = rng.integers(0, 256, (32, 16, 3), dtype=np.uint8)
+            Image.fromarray(arr).save(root / split / str(pid) / f"img_cam{cam}_{split}.jpg")
+    cfg = override(Config(), {"model.backbone": "mobilenet_v2", "data.height": 32, "data.width": 16,
+                              "data.dataset": "folder", "data.root": str(root), "data.camera_regex": r"cam(\d+)"})
+    torch.manual_seed(0)
+    path = tmp_path / "folder.pt"
+    save_checkpoint(path, model=build_model(cfg.model, 1), optimizer=None, scheduler=None, epoch=1, config=cfg,
+                    num_classes=1)
+    code, out, err = _run(capsys, "eval", "--checkpoint", path)
+    assert code == 0, err
+    assert out.startswith(f"folder at {root}: 2 queries, 4 gallery images"), out
+    code, out, err = _run(capsys, "eval", "--checkpoint", path, "--dataset", "folder", "--root", root,
+                          "--camera-regex", r"nope(\d+)", "--json")
+    assert code == 2 and "nope" in err and err.count("\n") == 1, err
+    code, out, err = _run(capsys, "embed", "--checkpoint", path, "--split", "query", "--out", tmp_path / "q.npz",
+                          "--json")
+    assert code == 0, err
+    with np.load(tmp_path / "q.npz") as z:
+        assert sorted(z["camids"].tolist()) == [0, 2]  # cam3, cam5 of cameras 3, 4, 5: by the run's regex
