@@ -337,12 +337,39 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> tuple
             built (unknown backbone ...), or weights that do not fit it.
     """
     ckpt = load_checkpoint(path, map_location="cpu")
-    try:
-        model = build_model(ckpt.config.model, ckpt.num_classes)
-    except ValueError as e:  # e.g. a backbone name this version does not know
-        raise CheckpointError(f"checkpoint {str(path)!r} describes a model that cannot be built: {e}") from None
+    check_fits(ckpt)  # before a single parameter is allocated: a forged num_classes cannot exhaust memory
+    model = build_model(ckpt.config.model, ckpt.num_classes)
     restore_model(ckpt, model)
     return model.to(device).eval(), ckpt
+
+
+def check_fits(ckpt: Checkpoint) -> None:
+    """Check, without allocating the model, that ``ckpt``'s weights fit the model its config describes.
+
+    The model is built on PyTorch's ``meta`` device (shapes only, no memory), so every
+    declared shape (``num_classes`` against both classifiers' tensors, the backbone's widths,
+    the embedding size ...) is compared with the stored tensors before anything is
+    allocated. The stored floating-point weights must be finite: a NaN or inf weight makes
+    every feature NaN, which would otherwise only show after a whole embedding.
+
+    Raises:
+        CheckpointError: a model that cannot be built (unknown backbone ...), missing /
+            unexpected / mismatched keys (named), or non-finite weights (named).
+    """
+    where = f" {ckpt.path!r}" if ckpt.path else ""
+    try:
+        with torch.device("meta"):
+            expected = build_model(ckpt.config.model, ckpt.num_classes).state_dict()
+    except ValueError as e:  # e.g. a backbone name this version does not know
+        raise CheckpointError(f"checkpoint{where} describes a model that cannot be built: {e}") from None
+    problems = _mismatch_report(upgrade_model_state(ckpt.model_state, expected), expected)
+    if problems:
+        raise CheckpointError(f"checkpoint{where} does not fit the model its config describes "
+                              f"(num_classes={ckpt.num_classes}): " + "; ".join(problems))
+    bad = [k for k, v in ckpt.model_state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"checkpoint{where} holds non-finite (NaN or inf) weights in {_listed(bad)}; "
+                              "it cannot produce features (was it saved after the loss diverged?)")
 
 
 def load_backbone_weights(model: ESNet, path: str | Path) -> LoadReport:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import resource
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +44,10 @@ class Payload:
 
 def _armed(marker: Path) -> Payload:
     return Payload(f"open({str(marker)!r}, 'w').write('the payload ran')")
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
 def _cfg(backbone: str = "resnet18") -> Config:
@@ -78,6 +84,10 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     other = build_model(_cfg("mobilenet_v2").model, 3).state_dict()
     put("other_architecture", {**raw, "model": other})  # mobilenet weights, resnet18 config
     put("shape_mismatch", {**raw, "num_classes": 5})  # classifier saved for 3 classes
+    put("num_classes_500000", {**raw, "num_classes": 500_000})  # a real model would take 2 x 500000 x 512 floats
+    put("num_classes_1e9", {**raw, "num_classes": 10**9})  # ... or 4 TB
+    nan = {k: (v.clone().fill_(float("nan")) if k.endswith("classifier.weight") else v) for k, v in raw["model"].items()}
+    put("nan_weights", {**raw, "model": nan})
     data = good.read_bytes()
     out["truncated"] = d / "truncated.pt"
     out["truncated"].write_bytes(data[: len(data) // 2])
@@ -144,20 +154,35 @@ def test_load_checkpoint_refuses(files: dict[str, Path], name: str, words: str, 
 
 
 @pytest.mark.parametrize(("name", "words"), [
-    ("other_architecture", "does not fit this model: missing keys: backbone."),
+    ("other_architecture", "does not fit the model its config describes (num_classes=3): missing keys: backbone."),
     ("shape_mismatch", "shape mismatches: global_head.classifier.weight: file (3,"),
     ("unknown_backbone", "describes a model that cannot be built: backbone must be one of"),
-], ids=["other_architecture", "shape_mismatch", "unknown_backbone"])
+    ("num_classes_500000", "(num_classes=500000): shape mismatches: global_head.classifier.weight: file (3, 512) "
+                           "vs model (500000, 512)"),
+    ("num_classes_1e9", "(num_classes=1000000000): shape mismatches: global_head.classifier.weight: file (3, 512)"),
+    ("nan_weights", "holds non-finite (NaN or inf) weights in global_head.classifier.weight, "
+                    "erase_head.classifier.weight"),
+], ids=["other_architecture", "shape_mismatch", "unknown_backbone", "num_classes_500000", "num_classes_1e9",
+        "nan_weights"])
 def test_load_model_refuses_weights_that_do_not_fit(files: dict[str, Path], name: str, words: str, record) -> None:
     """Weights of another backbone, a classifier of another size, an unknown backbone: named, as CheckpointError."""
     assert load_checkpoint(files[name]).epoch == 1  # a well-formed file ...
+    rss = _peak_rss_mib()
+    t0 = time.monotonic()
     with pytest.raises(CheckpointError) as info:
         load_model(files[name])  # ... that does not fit the model its config describes
     assert words in str(info.value), str(info.value)
+    # checked before the model is built: no memory for a forged classifier, no time
+    assert _peak_rss_mib() - rss < 200 and time.monotonic() - t0 < 10
     label = {"other_architecture": "MobileNetV2 weights under a ResNet-18 config",
              "shape_mismatch": "classifier for 3 classes, num_classes says 5",
-             "unknown_backbone": "a checkpoint whose config names backbone 'evil'"}[name]
-    record(label, "load_model", "refused (CheckpointError)", str(info.value))
+             "unknown_backbone": "a checkpoint whose config names backbone 'evil'",
+             "num_classes_500000": "num_classes 500000 over a 3-class classifier",
+             "num_classes_1e9": "num_classes 10**9 over a 3-class classifier (4 TB if built)",
+             "nan_weights": "NaN classifier weights"}[name]
+    outcome = "refused (CheckpointError) before building the model"
+    record(label, "load_model", outcome if name != "unknown_backbone" else "refused (CheckpointError)",
+           str(info.value))
 
 
 def test_other_library_doors(files: dict[str, Path], record) -> None:
@@ -192,7 +217,7 @@ def _cli_cases(market: Path, bad: Path, tmp: Path) -> dict[str, list[str]]:
     }
 
 
-@pytest.mark.parametrize("which", ["malicious", "truncated", "other_architecture"])
+@pytest.mark.parametrize("which", ["malicious", "truncated", "other_architecture", "num_classes_1e9", "nan_weights"])
 def test_cli_commands_refuse(files: dict[str, Path], market: Path, tmp_path: Path, capsys, which: str,
                              record) -> None:
     """eval / embed / search / export with a bad --checkpoint: exit 2, one 'error:' line, nothing written."""
