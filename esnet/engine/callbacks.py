@@ -338,7 +338,12 @@ class RunDirCallback(Callback):
         self._status("finished")
 
     def on_exception(self, exc: BaseException) -> None:
-        self._status("failed", _error_text(exc))
+        try:
+            self._status("failed", _error_text(exc))
+        except OSError:
+            # The disk refuses the status too (read-only, full): ``exc`` is the failure to report, not
+            # this. status.json keeps "running", which readers show as failed once no process holds the lock.
+            pass
 
 
 def format_epoch_summary(record: dict[str, Any], total_epochs: int) -> str:

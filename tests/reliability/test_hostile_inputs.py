@@ -206,3 +206,46 @@ def test_start_form_refuses(case: str, tmp_path: Path, demo_root: Path, monkeypa
     assert sorted(os.listdir(runs)) == ["r"]
     assert at.sidebar.text_input(key=state.KEY_DATASET_ROOT).value == kept
     record(case, "Runs page start form", "refused on the page", errors[0])
+
+
+# --- a run directory that turns read-only mid-run -----------------------------------------------
+def test_run_dir_turning_read_only_reports_the_first_failure(tmp_path: Path, record) -> None:
+    """chattr +i on the run directory after epoch 1: the write that failed is reported (not release_lock's),
+    and the run reads failed once the trainer is gone."""
+    import shutil
+    import subprocess
+
+    import torch
+
+    from esnet.config import Config, override
+    from esnet.engine.callbacks import Callback
+    from esnet.engine.run import train_run
+
+    if shutil.which("chattr") is None or os.geteuid() != 0:
+        pytest.skip("needs chattr and root (CAP_LINUX_IMMUTABLE)")
+    market = tiny_market(tmp_path / "market")
+    out = tmp_path / "run"
+    cfg = override(Config(), {
+        "data.dataset": "market1501", "data.root": str(market), "data.height": 32, "data.width": 16,
+        "data.batch_size": 8, "data.num_instances": 2, "data.workers": 0, "model.backbone": "mobilenet_v2",
+        "optim.epochs": 3, "optim.warmup_epochs": 1, "train.device": "cpu", "train.eval_every": 0,
+        "train.probe_count": 2, "train.max_iters_per_epoch": 1})
+
+    class Freeze(Callback):
+        def on_epoch_end(self, epoch: int, record: dict) -> None:
+            if epoch == 1:
+                subprocess.run(["chattr", "+i", str(out)], check=True)
+
+    try:
+        with torch.random.fork_rng(devices=[]):
+            with pytest.raises(PermissionError) as info:
+                train_run(cfg, out, command="pytest", callbacks=[Freeze()])
+    finally:
+        subprocess.run(["chattr", "-i", str(out)], check=False)
+    msg = str(info.value)
+    assert rundir.LOCK_FILE not in msg and "status.json" in msg, msg  # the epoch-2 status write, not the lock
+    status = rundir.read_status(out)
+    assert (status.state, status.epoch) == ("failed", 1) and "ended unexpectedly" in status.error, status
+    rundir.release_lock(rundir.acquire_lock(out))  # the stale .lock (not removable then) is no obstacle
+    record("run directory made immutable (chattr +i) after epoch 1", "train_run (esnet train)",
+           "the failed write is raised, not release_lock's; run reads failed", msg)
