@@ -43,7 +43,8 @@ class Target:
 
     Attributes:
         run: run name (sidebar).
-        path: the run directory (``api.load_inference`` resolves best.pt, then last.pt).
+        path: the run directory (``api.load_inference`` loads its last.pt; best.pt is test-selected
+            and never the default).
         dataset: dataset name (the run's config; ``demo`` when it names none).
         root: dataset root (sidebar).
     """
@@ -71,6 +72,12 @@ def report(t: Target, *, rerank: bool = False, flip: bool = False, feature: str 
     """The cached evaluation of ``t`` (``feature``: test embedding, None = the run's), or an on-page error."""
     with shown_errors(f"Cannot evaluate run {t.run!r} on {t.dataset!r} at {t.root}"):
         return cache.evaluation(t.path, t.dataset, t.root, rerank=rerank, flip=flip, feature=feature)
+
+
+def checkpoint_label(path: str) -> str:
+    """``checkpoint `path` `` for captions; a run's best.pt adds that its epoch was chosen on the test split."""
+    note = f" · **{api.TEST_SELECTED}** (best.pt: the epoch with the best test mAP)" if api.is_test_selected(path) else ""
+    return f"checkpoint `{path}`{note}"
 
 
 FEATURE_LABELS = {"concat": "both branches (concat)", "global": "global branch", "erase": "erasing branch"}

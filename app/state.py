@@ -76,9 +76,10 @@ def _runs(runs_dir_text: str) -> tuple[Path | None, pd.DataFrame, str | None]:
 
 
 def _default_run(runs: pd.DataFrame) -> str:
-    """The first run (by name) that has a checkpoint, so the model pages open on a usable run; else the first."""
+    """The first run (by name) that has a last.pt (what the model pages load), so they open on a usable run;
+    else the first."""
     for name, path in zip(runs["run"], runs["path"]):
-        if any((Path(path) / "checkpoints" / f).is_file() for f in ("best.pt", "last.pt")):
+        if (Path(path) / "checkpoints" / "last.pt").is_file():
             return name
     return runs["run"].iloc[0]
 

@@ -2,15 +2,16 @@
 
 ``esnet demo build`` (``make demo-assets``) writes, under ``assets/demo_runs/``::
 
-    esnet-p/        ES-Net, salient erasing, P-pooling   (keeps checkpoints/best.pt)
+    esnet-p/        ES-Net, salient erasing, P-pooling   (keeps checkpoints/last.pt)
     esnet-avg/      ES-Net, salient erasing, avg pooling
     esnet-max/      ES-Net, salient erasing, max pooling
     baseline-avg/   erasing off, avg pooling (the BoT-style baseline)
 
 Each is an ordinary run directory (see :mod:`esnet.engine.rundir`) trained with one
 budget and seed on ``assets/demo_data`` (MobileNetV2 with the real ImageNet weights,
-128x64, CPU). To keep the assets small, ``checkpoints/last.pt`` is deleted from every
-run and the ES-Net P-pooling run's ``best.pt`` is rewritten as a slim checkpoint:
+128x64, CPU). To keep the assets small, ``checkpoints/best.pt`` (chosen on the test split,
+never the default) is deleted from every run and the ES-Net P-pooling run's ``last.pt`` is
+rewritten as a slim checkpoint:
 model weights in float16, no optimizer (:func:`slim_checkpoint`); the other runs keep
 no checkpoint at all (their metrics, probes and erasing records are what the pages
 show). Everything is seeded and trained on the CPU, so the same command gives the same
@@ -153,19 +154,19 @@ def build_demo_assets(
         log(f"training demo run {name} ({cfg.optim.epochs} epochs) ...")
         t0 = time.perf_counter()
         train_run(cfg, building, command=f"esnet demo build (run {name})")
-        (building / "checkpoints" / "last.pt").unlink(missing_ok=True)
-        best = building / "checkpoints" / "best.pt"
-        if name == CHECKPOINT_RUN and best.exists():
-            slim_checkpoint(best, best)
-        elif best.exists():
-            best.unlink()
+        (building / "checkpoints" / "best.pt").unlink(missing_ok=True)
+        last = building / "checkpoints" / "last.pt"
+        if name == CHECKPOINT_RUN and last.exists():
+            slim_checkpoint(last, last)
+        elif last.exists():
+            last.unlink()
             shutil.rmtree(building / "checkpoints", ignore_errors=True)
         if (out / name).exists():
             shutil.rmtree(out / name)
         building.rename(out / name)
         done[name] = str(out / name)
         if name == CHECKPOINT_RUN:
-            checkpoint = str(out / name / "checkpoints" / "best.pt")
+            checkpoint = str(out / name / "checkpoints" / "last.pt")
         log(f"  {name}: {time.perf_counter() - t0:.0f} s")
     return DemoBuild(runs=done, checkpoint=checkpoint, seconds=round(time.perf_counter() - start, 1))
 

@@ -74,6 +74,11 @@ class Inference:
     transform: Callable[[Image.Image], torch.Tensor]
     lock: threading.RLock = field(default_factory=threading.RLock, compare=False, repr=False)
 
+    @property
+    def test_selected(self) -> bool:
+        """Whether the checkpoint is a run's ``best.pt``: see :func:`is_test_selected`."""
+        return is_test_selected(self.checkpoint)
+
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """B RGB PIL images (any size) -> (B, 3, H, W) float32 CPU tensor via the run's test pipeline.
 
@@ -122,25 +127,52 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file -> itself; a run directory -> checkpoints/best.pt, else last.pt; else CheckpointError."""
+CHECKPOINT_FILES = ("last", "best")
+"""What a run directory resolves to: ``last`` (the default: the final epoch's model) or ``best``
+(the epoch with the highest mAP on the query/gallery split, i.e. chosen on the test set)."""
+
+TEST_SELECTED = "test-selected"
+"""The label of a ``best.pt`` wherever it is shown: its epoch was picked by test-set mAP."""
+
+
+def is_test_selected(path: str | Path) -> bool:
+    """True for a run's ``best.pt`` (kept for the epoch with the best query/gallery mAP, which is the
+    test split: numbers from it are optimistic). Judged by the file name, as the trainer writes it."""
+    return Path(path).name == "best.pt"
+
+
+def resolve_checkpoint(path: str | Path, which: str = "last") -> Path:
+    """A checkpoint file -> itself; a run directory -> its checkpoints/<which>.pt; else CheckpointError.
+
+    ``which="best"`` only when asked for: best.pt is selected on the test split. A run directory
+    without the requested file is an error (no fallback to the other one).
+    """
+    if which not in CHECKPOINT_FILES:
+        raise ValueError(f"which must be one of {list(CHECKPOINT_FILES)}, got {which!r}")
     p = Path(path)
     if p.is_file():
         return p
     if p.is_dir():
-        candidates = [checkpoint_path(p, which) for which in ("best", "last")]
-        for c in candidates:
-            if c.is_file():
-                return c
-        raise CheckpointError(f"run directory {str(p)!r} holds no checkpoint: looked for {list(map(str, candidates))}")
+        wanted = checkpoint_path(p, which)
+        if wanted.is_file():
+            return wanted
+        other = checkpoint_path(p, "best" if which == "last" else "last")
+        hint = ""
+        if other.is_file():
+            hint = (f"; it has {other.name}" + (f", the {TEST_SELECTED} epoch: ask for it with --checkpoint-file best "
+                                               "or pass the file" if which == "last" else ": pass --checkpoint-file last"))
+        raise CheckpointError(f"run directory {str(p)!r} has no {wanted.name}: looked for {str(wanted)!r}{hint}")
     raise CheckpointError(f"checkpoint {str(p)!r} does not exist: expected a checkpoint file or a run directory "
-                          "with checkpoints/best.pt or checkpoints/last.pt")
+                          f"with checkpoints/{which}.pt")
 
 
-def load_inference(path: str | Path, device: str = "auto", test_feature: str | None = None) -> Inference:
+def load_inference(path: str | Path, device: str = "auto", test_feature: str | None = None,
+                   which: str = "last") -> Inference:
     """Load a checkpoint file or run directory (:func:`resolve_checkpoint`) for embedding.
 
     Args:
+        path: a checkpoint file, or a run directory (its ``checkpoints/<which>.pt``).
+        which: ``last`` (default) or ``best`` (test-selected, only when asked for).
         device: ``auto`` (cuda when available, else cpu), ``cpu`` or ``cuda``.
         test_feature: ``concat``, ``global`` or ``erase`` to embed with other branches than
             the run's ``model.test_feature`` (``ESNet.set_test_feature``); None keeps it.
@@ -149,7 +181,7 @@ def load_inference(path: str | Path, device: str = "auto", test_feature: str | N
         ValueError: unknown device or test feature, ``cuda`` without CUDA, or ``erase`` for
             a model without an erasing branch.
     """
-    file = resolve_checkpoint(path)
+    file = resolve_checkpoint(path, which)
     dev = resolve_device(device)
     before = _stat(str(file))
     sha = file_sha256(file)

@@ -23,7 +23,7 @@ def market(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 REPO = Path(__file__).resolve().parents[1]
-DEMO_CHECKPOINT = REPO / "assets" / "demo_runs" / "esnet-p" / "checkpoints" / "best.pt"
+DEMO_CHECKPOINT = REPO / "assets" / "demo_runs" / "esnet-p" / "checkpoints" / "last.pt"
 """The committed demo checkpoint (MobileNetV2 128x64 trained on the demo data); tests that
 need a trained model use it and fail, not skip, when it is missing."""
 

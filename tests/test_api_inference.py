@@ -1,6 +1,6 @@
 """The inference façade on the embedded demo: the committed demo checkpoint and generated demo data.
 
-The checkpoint (assets/demo_runs/esnet-p/checkpoints/best.pt) is part of the repository, so
+The checkpoint (assets/demo_runs/esnet-p/checkpoints/last.pt) is part of the repository, so
 these tests fail, not skip, when it is missing.
 """
 from pathlib import Path

@@ -92,8 +92,8 @@ def test_build_keeps_one_slim_checkpoint_and_no_half_built_runs(tmp_path, fake_t
     build = build_demo_assets(out, data_root=tmp_path / "data", weights=weights, log=lambda s: None)
     assert sorted(build.runs) == sorted(DEMO_RUNS) and calls == [f".{n}.building" for n in DEMO_RUNS]
     assert sorted(p.name for p in out.iterdir()) == sorted(DEMO_RUNS)  # no .building left
-    assert build.checkpoint == str(out / CHECKPOINT_RUN / "checkpoints" / "best.pt")
-    assert [p.name for p in (out / CHECKPOINT_RUN / "checkpoints").iterdir()] == ["best.pt"]
+    assert build.checkpoint == str(out / CHECKPOINT_RUN / "checkpoints" / "last.pt")
+    assert [p.name for p in (out / CHECKPOINT_RUN / "checkpoints").iterdir()] == ["last.pt"]  # best.pt: test-selected
     assert load_checkpoint(build.checkpoint).extra["slim"] is True
     for name in DEMO_RUNS:
         if name != CHECKPOINT_RUN:
@@ -130,6 +130,7 @@ def test_shipped_demo_runs_are_complete_small_and_loadable():
         assert any("eval" in r for r in records)
         probes = read_probes(ASSETS / name)
         assert probes is not None and len(probes.entries) == 16
-    model, ck = load_model(ASSETS / CHECKPOINT_RUN / "checkpoints" / "best.pt")
+    model, ck = load_model(ASSETS / CHECKPOINT_RUN / "checkpoints" / "last.pt")
+    assert ck.epoch == demo_config(CHECKPOINT_RUN, "d", "w").optim.epochs  # the final epoch's model
     assert ck.config.model.pool == "p" and ck.config.model.erasing == "salient"
     assert set(model.learned_p()) == {"global", "erase"}

@@ -23,6 +23,7 @@ from esnet.embedding import (
     embed_samples,
     embed_split,
     file_sha256,
+    is_test_selected,
     load_inference,
     parse_market_name,
     resolve_checkpoint,
@@ -90,16 +91,24 @@ def test_preprocess_rejects_non_rgb(inf):
         embed_images(inf, [])
 
 
-def test_resolve_checkpoint_prefers_best_then_last(tmp_path):
+def test_resolve_checkpoint_is_last_and_best_only_when_asked(tmp_path):
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
-    with pytest.raises(CheckpointError, match=r"holds no checkpoint.*best\.pt.*last\.pt"):
+    with pytest.raises(CheckpointError, match=r"has no last\.pt"):
         resolve_checkpoint(run)
-    (run / "checkpoints" / "last.pt").write_bytes(b"x")
-    assert resolve_checkpoint(run) == run / "checkpoints" / "last.pt"
     (run / "checkpoints" / "best.pt").write_bytes(b"x")
-    assert resolve_checkpoint(run) == run / "checkpoints" / "best.pt"
-    assert resolve_checkpoint(run / "checkpoints" / "last.pt") == run / "checkpoints" / "last.pt"
+    # only best.pt: no silent fallback to the test-selected file; the message says how to ask for it
+    with pytest.raises(CheckpointError, match=r"has no last\.pt.*it has best\.pt, the test-selected epoch.*"
+                                              r"--checkpoint-file best"):
+        resolve_checkpoint(run)
+    assert resolve_checkpoint(run, "best") == run / "checkpoints" / "best.pt"
+    (run / "checkpoints" / "last.pt").write_bytes(b"x")
+    assert resolve_checkpoint(run) == run / "checkpoints" / "last.pt"  # last.pt even though best.pt exists
+    assert resolve_checkpoint(run, "best") == run / "checkpoints" / "best.pt"
+    assert resolve_checkpoint(run / "checkpoints" / "best.pt") == run / "checkpoints" / "best.pt"  # a file: itself
+    assert is_test_selected(run / "checkpoints" / "best.pt") and not is_test_selected(run / "checkpoints" / "last.pt")
+    with pytest.raises(ValueError, match=r"which must be one of \['last', 'best'\], got 'top'"):
+        resolve_checkpoint(run, "top")
     with pytest.raises(CheckpointError, match="nowhere.*does not exist"):
         resolve_checkpoint(tmp_path / "nowhere")
 

@@ -12,7 +12,7 @@ from esnet.config import Config, override
 from esnet.embedding import load_inference
 from esnet.model import build_model
 
-DEMO_CKPT = Path(__file__).resolve().parents[1] / "assets" / "demo_runs" / "esnet-p" / "checkpoints" / "best.pt"
+DEMO_CKPT = Path(__file__).resolve().parents[1] / "assets" / "demo_runs" / "esnet-p" / "checkpoints" / "last.pt"
 
 
 def _save(path: Path, **model) -> Path:

@@ -22,7 +22,7 @@ st.dataframe(mv.metrics_table(rep.summary, label), hide_index=True, width="stret
              column_config={k: st.column_config.NumberColumn(f"{k} (%)", format="%.2f")
                             for k in ("R1", "R5", "R10", "mAP", "mINP")})
 st.caption(f"{rep.result.num_valid_queries} of {rep.num_query} queries scored against {rep.num_gallery} gallery "
-           f"images · test feature: {mv.FEATURE_LABELS[rep.test_feature]} · checkpoint `{rep.checkpoint}`")
+           f"images · test feature: {mv.FEATURE_LABELS[rep.test_feature]} · {mv.checkpoint_label(rep.checkpoint)}")
 for path, reason in rep.skipped:
     st.warning(f"Skipped unreadable image {path}: {reason}")
 

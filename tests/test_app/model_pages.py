@@ -64,7 +64,7 @@ def open_page(page: str, *, state: dict | None = None) -> AppTest:
 
 
 def broken_run(runs_dir: Path, name: str, checkpoint: bytes | None = None, *, source: Path = DEMO_RUN) -> Path:
-    """A copy of the demo run's metadata at ``runs_dir/name`` whose best.pt holds ``checkpoint`` bytes.
+    """A copy of the demo run's metadata at ``runs_dir/name`` whose last.pt holds ``checkpoint`` bytes.
 
     Open it with ``open_page(page, state=select_run(runs_dir, name))``.
     """
@@ -73,7 +73,7 @@ def broken_run(runs_dir: Path, name: str, checkpoint: bytes | None = None, *, so
     for f in ("config.json", "meta.json", "status.json", "metrics.jsonl"):
         if (source / f).is_file():
             shutil.copy(source / f, d / f)
-    (d / "checkpoints" / "best.pt").write_bytes(checkpoint if checkpoint is not None else b"not a checkpoint")
+    (d / "checkpoints" / "last.pt").write_bytes(checkpoint if checkpoint is not None else b"not a checkpoint")
     return d
 
 
@@ -88,7 +88,7 @@ def mismatched_checkpoint(path: Path) -> bytes:
 
     import torch
 
-    src = path / "checkpoints" / ("best.pt" if (path / "checkpoints" / "best.pt").is_file() else "last.pt")
+    src = path / "checkpoints" / "last.pt"
     ckpt = torch.load(src, map_location="cpu", weights_only=True)
     ckpt["num_classes"] = int(ckpt["num_classes"]) + 7
     buf = io.BytesIO()

@@ -125,7 +125,7 @@ def test_a_bad_checkpoint_is_an_error_on_the_page(demo_env, kind) -> None:
 def test_cache_keys_follow_the_checkpoint_file(demo_env, tmp_path) -> None:
     path, mtimes = cache.checkpoint_key(demo_env.run_dir)
     assert path == str(demo_env.run_dir) and mtimes
-    ckpt = broken_run(tmp_path, "r") / "checkpoints" / "best.pt"
+    ckpt = broken_run(tmp_path, "r") / "checkpoints" / "last.pt"
     before = cache.checkpoint_key(ckpt.parent.parent)
     import os
 
