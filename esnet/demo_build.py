@@ -96,10 +96,11 @@ def slim_checkpoint(src: str | Path, dst: str | Path) -> Path:
     ckpt = load_checkpoint(src)
     model = build_model(ckpt.config.model, ckpt.num_classes)
     restore_model(ckpt, model)  # also upgrades an old raw P-pooling exponent
+    pools = [m for m in model.modules() if isinstance(m, Pool) and m.q is not None]
+    qs = [m.q.detach().clone() for m in pools]
     model = model.half()  # floating tensors only; num_batches_tracked stays int64
-    for m in model.modules():  # P-pooling's q stays float32: float16 would move p by ~1e-3
-        if isinstance(m, Pool) and m.q is not None:
-            m.q.data = m.q.data.float()
+    for m, q in zip(pools, qs):  # P-pooling's q stays float32: float16 would move p by ~1e-3
+        m.q.data = q
     save_checkpoint(dst, model=model, optimizer=None, scheduler=None, epoch=ckpt.epoch, config=ckpt.config,
                     num_classes=ckpt.num_classes, extra={"record": ckpt.extra.get("record", {}), "slim": True})
     return Path(dst)

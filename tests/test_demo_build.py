@@ -40,14 +40,17 @@ def test_slim_checkpoint_keeps_the_model_in_float16_and_drops_the_optimizer(tmp_
     ck = load_checkpoint(slim)
     assert ck.optimizer_state is None and ck.epoch == 3 and ck.extra["slim"] is True
     assert ck.extra["record"] == {"epoch": 3}
-    floats = [v for v in ck.model_state.values() if v.is_floating_point()]
+    floats = [v for k, v in ck.model_state.items() if v.is_floating_point() and not k.endswith("pool.q")]
     assert floats and all(v.dtype == torch.float16 for v in floats)
+    qs = {k: v for k, v in ck.model_state.items() if k.endswith("pool.q")}  # float16 would move p by ~1e-3
+    assert set(qs) == {"global_head.pool.q", "erase_head.pool.q"} and all(v.dtype == torch.float32 for v in qs.values())
     assert ck.model_state["backbone.bn1.num_batches_tracked"].dtype == torch.int64
     restored, _ = load_model(slim)
     x = torch.randn(3, 3, 64, 32)
     with torch.no_grad():
         a, b = model(x).embedding, restored(x).embedding
     assert next(restored.parameters()).dtype == torch.float32
+    assert restored.learned_p() == model.learned_p()
     assert torch.allclose(a, b, rtol=2e-2, atol=2e-2) and not torch.equal(a, b)  # fp16 rounding, nothing else
 
 
