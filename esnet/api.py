@@ -26,10 +26,11 @@ from esnet.checkpoint import CheckpointError
 from esnet.data import images
 from esnet.data.check import check_dataset
 from esnet.data.datasets import DATASETS, load_dataset
+from esnet.data.datasets import VEHICLEID_TEST_SIZES as _VEHICLEID_LISTS
 from esnet.data.images import ImageError
 from esnet.data.types import DatasetError
 from esnet.embedding import TEST_SELECTED, Embeddings, Inference, is_test_selected
-from esnet.evaluation import EvalReport
+from esnet.evaluation import EvalReport, VehicleIDReport
 from esnet.saliency import ErasingView, SaliencyMap
 from esnet.search import GalleryIndex, SearchResult, build_index, search
 from esnet.engine import rundir
@@ -54,7 +55,8 @@ __all__ = [
     "erasing_replay", "evaluate_checkpoint", "final_p_channels", "image_saliency", "load_gallery", "load_inference", "metrics_frame",
     "nearest_neighbours", "pair_saliency", "pooling_demo", "printable", "query_ranking", "read_image",
     "read_run_config", "run_status", "runs_frame", "search_images", "start_training", "stop_training",
-    "warm_up_projection", "TEST_SELECTED", "is_test_selected", "feature_view", "dataset_camera_regex", "run_dataset",
+    "warm_up_projection", "TEST_SELECTED", "is_test_selected", "VehicleIDReport", "VEHICLEID_TEST_SIZES",
+    "evaluate_vehicleid_checkpoint", "feature_view", "dataset_camera_regex", "run_dataset",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -285,6 +287,28 @@ def evaluate_checkpoint(checkpoint: str | Path | Inference, dataset: str, root: 
     return report if feature is None else evaluation.feature_view(report, feature)
 
 
+VEHICLEID_TEST_SIZES = tuple(_VEHICLEID_LISTS)
+"""VehicleID's test lists: small, medium, large = test_list_800.txt, test_list_1600.txt, test_list_2400.txt."""
+
+
+def evaluate_vehicleid_checkpoint(checkpoint: str | Path | Inference, root: str | Path, test_size: str = "small", *,
+                                  flip: bool = False, cache_dir: str | Path | None = None,
+                                  progress: Callable[[str, int, int], None] | None = None,
+                                  repeats: int = evaluation.VEHICLEID_REPEATS, seed: int = 0) -> VehicleIDReport:
+    """A checkpoint on a VehicleID test list by the VehicleID protocol: one random gallery image per
+    vehicle, ``repeats`` draws, mean ± std (``VehicleIDReport.summary``).
+
+    Raises:
+        CheckpointError, DatasetError, ValueError: with the file / rule named.
+    """
+    if test_size not in VEHICLEID_TEST_SIZES:
+        raise ValueError(f"test_size must be one of {list(VEHICLEID_TEST_SIZES)}, got {test_size!r}")
+    inf = checkpoint if isinstance(checkpoint, Inference) else load_inference(checkpoint)
+    return evaluation.evaluate_vehicleid_dataset(inf, str(root), test_size, flip=flip, repeats=repeats, seed=seed,
+                                                 cache_dir=None if cache_dir is None else str(cache_dir),
+                                                 progress=progress)
+
+
 def feature_view(report: EvalReport, feature: str) -> EvalReport:
     """A ``concat`` report scored with one branch (``global`` / ``erase``) without embedding again."""
     return evaluation.feature_view(report, feature)
@@ -441,17 +465,21 @@ def start_training(
     weights: str = "",
     device: str = "cpu",
     eval_every: int = 2,
+    warmup_epochs: int | None = None,
+    milestones: Sequence[int] | None = None,
 ) -> TrainingJob:
     """Start ``esnet train`` as its own process (new session) writing ``runs_dir/name``.
 
-    The dashboard only reads the run directory; the process outlives the page. The
-    trainer validates everything else (dataset, sizes) and reports into status.json and
-    train.log.
+    The dashboard only reads the run directory; the process outlives the page. The values
+    are checked first (:func:`check_training_args`), so a bad form never starts a process;
+    ``launch.json`` makes the run read ``starting`` at once and ``failed`` with train.log's
+    error if the trainer dies before training. ``warmup_epochs`` / ``milestones`` None: BoT's,
+    scaled to ``epochs`` (:func:`scaled_schedule`).
 
     Raises:
         ValueError: a bad run name (letters, digits, ``-_.`` only; not starting with ``.``; at
-            most ``TRAIN_NAME_MAX`` characters),
-            epochs < 1, or the run directory already holds a run.
+            most ``TRAIN_NAME_MAX`` characters), a value the trainer would refuse (the
+            message names it), or the run directory already holds a run.
         RunDirError: ``runs_dir`` does not exist.
     """
     if not name or name.startswith(".") or not set(name) <= TRAIN_NAME_CHARS:
@@ -460,6 +488,12 @@ def start_training(
         raise ValueError(f"run name must be at most {TRAIN_NAME_MAX} characters, got {len(name)}")
     if not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}")
+    warmup, decays = scaled_schedule(epochs)
+    warmup = warmup if warmup_epochs is None else warmup_epochs
+    decays = tuple(decays if milestones is None else milestones)
+    check_training_args(dataset=dataset, root=root, backbone=backbone, pool=pool, erasing=erasing, epochs=epochs,
+                        size=size, batch=batch, weights=weights, device=device, eval_every=eval_every,
+                        warmup_epochs=warmup, milestones=decays)
     runs = Path(runs_dir)
     if not runs.is_dir():
         raise RunDirError(f"runs dir {str(runs)!r} does not exist")
@@ -470,14 +504,80 @@ def start_training(
     argv = [sys.executable, "-m", "esnet.cli", "train", "--out", str(out), "--dataset", dataset, "--root", str(root),
             "--backbone", backbone, "--pool", pool, "--erasing", erasing, "--epochs", str(epochs), "--size", size,
             "--batch", str(batch), "--device", device, "--eval-every", str(eval_every), "--workers", "0"]
+    argv += ["--set", f"optim.warmup_epochs={warmup}", "--set", f"optim.milestones={','.join(map(str, decays))}"]
     if weights:
         argv += ["--weights", str(weights)]
-    log = out / "train.log"
+    return _launch(out, argv)
+
+
+def _launch(out: Path, argv: list[str]) -> TrainingJob:
+    """Start ``argv`` writing into ``out/train.log``, record it in ``launch.json``, reap it when it ends."""
+    log = out / rundir.LOG_FILE
     with open(log, "ab") as f:
         proc = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, cwd=str(REPO_ROOT))
+    rundir.write_launch(out, proc.pid)
     _reap_when_done(proc)
     return TrainingJob(pid=proc.pid, run_dir=str(out), log=str(log), command=tuple(argv))
+
+
+def resume_training(run_dir: str | Path) -> TrainingJob:
+    """Continue a stopped or failed run (``esnet train --out run_dir --resume``) as its own process.
+
+    Raises:
+        ValueError: the run is starting, running or finished, or has no checkpoint to resume from.
+        RunDirError: the run directory does not exist.
+    """
+    out = Path(run_dir)
+    status = rundir.read_status(out)
+    if status.state in ("starting", "running", "finished"):
+        raise ValueError(f"run {out.name!r} is {status.state}; only a stopped or failed run can be resumed")
+    if not rundir.checkpoint_path(out, "last").is_file():
+        raise ValueError(f"run {out.name!r} has no checkpoints/last.pt (no epoch finished): start a new run instead")
+    return _launch(out, [sys.executable, "-m", "esnet.cli", "train", "--out", str(out), "--resume"])
+
+
+def scaled_schedule(epochs: int) -> tuple[int, tuple[int, ...]]:
+    """BoT's (warm-up epochs, decay epochs) at the same fractions of an ``epochs``-epoch run."""
+    from esnet.config import scaled_schedule as scaled
+
+    return scaled(epochs)
+
+
+def check_training_args(*, dataset: str, root: str | Path, backbone: str, pool: str, erasing: str, epochs: int,
+                        size: str, batch: int, weights: str, device: str, eval_every: int, warmup_epochs: int,
+                        milestones: Sequence[int]) -> None:
+    """Refuse what ``esnet train`` would refuse, before a process is started.
+
+    Raises:
+        ValueError: one line naming the value and the rule (e.g. ``data.height must be > 0, got 0``).
+    """
+    from esnet.config import Config, override
+    from esnet.weights import NO_WEIGHTS, check_weights_choice
+
+    h, sep, w = str(size).lower().partition("x")
+    if not sep or not h.strip().isdigit() or not w.strip().isdigit():
+        raise ValueError(f"input size must be HxW in pixels, e.g. 128x64, got {size!r}")
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; valid names: {sorted(DATASETS)}")
+    if not Path(root).exists():
+        raise ValueError(f"dataset root {str(root)!r} does not exist")
+    if any(m > epochs for m in milestones):
+        raise ValueError(f"decay epochs must be <= epochs ({epochs}), got {list(milestones)}")
+    override(Config(), {"data.dataset": dataset, "data.root": str(root), "model.backbone": backbone,
+                        "model.pool": pool, "model.erasing": erasing, "optim.epochs": epochs,
+                        "data.height": int(h), "data.width": int(w), "data.batch_size": batch,
+                        "train.device": device, "train.eval_every": eval_every,
+                        "optim.warmup_epochs": warmup_epochs, "optim.milestones": list(milestones)})
+    if backbone not in training_choices()["backbone"]:
+        raise ValueError(f"backbone must be one of {training_choices()['backbone']}, got {backbone!r}")
+    if str(weights).strip().lower() != NO_WEIGHTS:
+        check_weights_choice(backbone, str(weights))
+
+
+def user_runs_dir() -> Path:
+    """Where runs started from the dashboard go (``$ESNET_USER_RUNS_DIR`` or ``runs/``, ignored by git)."""
+    return Path(os.environ.get("ESNET_USER_RUNS_DIR", REPO_ROOT / "runs"))
 
 
 def _reap_when_done(proc: subprocess.Popen) -> None:
@@ -579,4 +679,5 @@ def training_choices() -> dict[str, list[str]]:
             "dataset": sorted(DATASETS), "device": ["cpu", "cuda", "auto"]}
 
 
-__all__ += ["confine_path", "default_allowed_roots", "training_choices"]
+__all__ += ["confine_path", "default_allowed_roots", "training_choices", "resume_training", "scaled_schedule",
+            "check_training_args", "user_runs_dir"]

@@ -223,11 +223,58 @@ def _atomic_write(path: str | Path, write: Callable) -> Path:
 
 
 def _not_a_dir(flag: str, path: str | None) -> bool:
-    """True (after an error message) when an output path given with ``flag`` is an existing directory."""
-    if path and Path(path).is_dir():
-        _err(f"{flag} {path} is a directory; give a file path")
-        return True
-    return False
+    """True (after an error message) when an output file given with ``flag`` could not be written.
+
+    Checked before any work (loading, embedding): an existing directory, a path under a file,
+    a folder that refuses a new file (``/proc``, read-only, no permission). The nearest
+    existing folder is tried with a temporary file; nothing is created otherwise.
+    """
+    if not path:
+        return False
+    problem = _unwritable(Path(path), want_dir=False)
+    if problem:
+        _err(f"{flag} {_shown(path)}: {problem}")
+    return bool(problem)
+
+
+def _bad_cache_dir(args: argparse.Namespace) -> bool:
+    """True (after an error message) when ``--cache-dir`` is given and no cache could be written there."""
+    path = getattr(args, "cache_dir", None)
+    if not path or getattr(args, "no_cache", False):
+        return False
+    problem = _unwritable(Path(path), want_dir=True)
+    if problem:
+        _err(f"--cache-dir {_shown(path)}: {problem}")
+    return bool(problem)
+
+
+def _unwritable(path: Path, *, want_dir: bool) -> str | None:
+    """Why ``path`` (a file, or with ``want_dir`` a folder) cannot be written, or None."""
+    import os
+    import tempfile
+
+    folder = path
+    try:
+        if path.exists() and path.is_dir() != want_dir:
+            return "is a directory; give a file path" if not want_dir else "is a file, not a directory"
+        folder = path if want_dir else path.parent
+        while not folder.exists() and folder.parent != folder:
+            folder = folder.parent  # the nearest folder that exists: where the missing ones would be made
+        if not folder.is_dir():
+            return f"{_shown(folder)} is a file, not a directory"
+        fd, probe = tempfile.mkstemp(prefix=".esnet-write-check.", suffix=".tmp", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        return f"no file can be written in {_shown(folder)}: {e.strerror or e}"
+    return None
+
+
+def _shown(text: object) -> str:
+    """``text`` for a line of text output: control characters (newline, ESC ...) and undecodable
+    bytes escaped, so a file name cannot forge table rows or move the terminal's cursor."""
+    s = str(text).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in s)
 
 
 def _checkpoint_label(inf) -> str:
@@ -240,7 +287,7 @@ def _checkpoint_label(inf) -> str:
 
 def _skipped_lines(skipped: Sequence[tuple[str, str]]) -> None:
     for path, reason in skipped:
-        print(f"skipped {path}: {reason}", file=sys.stderr)
+        print(f"skipped {_shown(path)}: {_shown(reason)}", file=sys.stderr)
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -270,12 +317,16 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from esnet import api
 
-    if _not_a_dir("--per-query", args.per_query):
+    if _not_a_dir("--per-query", args.per_query) or _bad_cache_dir(args):
         return 2
 
     def run() -> int:
         inf = api.load_inference(args.checkpoint, device=args.device, which=args.checkpoint_file)
         args.dataset, args.root = _dataset_args(args, inf)
+        if args.dataset == "vehicleid":
+            return _eval_vehicleid(args, inf)
+        if args.test_size:
+            raise ValueError(f"--test-size applies only to --dataset vehicleid, got --dataset {args.dataset}")
         progress = _progress("eval") if not args.json else None
         report = api.evaluate_checkpoint(
             inf, args.dataset, args.root, rerank=args.rerank, flip=args.flip, cache_dir=_cache_dir(args),
@@ -301,6 +352,33 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return _guarded(run)
 
 
+def _eval_vehicleid(args: argparse.Namespace, inf) -> int:
+    """``esnet eval --dataset vehicleid``: the VehicleID protocol, printed as mean ± std over the draws."""
+    from esnet import api
+
+    for flag, given in (("--rerank", args.rerank), ("--per-query", args.per_query)):
+        if given:
+            raise ValueError(f"{flag} is not defined for the VehicleID protocol (the gallery is redrawn each repeat)")
+    if args.feature:
+        inf = api.load_inference(inf.checkpoint, device=args.device, test_feature=args.feature)
+    progress = _progress("eval") if not args.json else None
+    report = api.evaluate_vehicleid_checkpoint(
+        inf, args.root, args.test_size or "small", flip=args.flip, cache_dir=_cache_dir(args),
+        progress=None if progress is None else (lambda stage, done, total: progress(done, total, stage)))
+    _skipped_lines(report.skipped)
+    if args.json:
+        _emit_json(report.to_json())
+        return 0
+    print(f"vehicleid {report.test_size} test list at {args.root}: {report.num_images} images, {report.num_ids} "
+          f"vehicles; one random gallery image per vehicle, {report.repeats} draws (seed {report.seed})"
+          f"{', flip' if args.flip else ''}")
+    print(_checkpoint_label(inf))
+    print("  ".join(f"{k} {100 * m:.2f} ± {100 * s:.2f}%" for k, (m, s) in report.summary.items()))
+    if report.skipped:
+        print(f"{len(report.skipped)} unreadable images skipped (listed on stderr)")
+    return 0
+
+
 def _cmd_embed(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -309,7 +387,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     if args.folder and (args.root or args.dataset or args.manifest):
         _err(f"--folder {args.folder} is the images to embed: give it without --dataset / --root / --manifest")
         return 2
-    if _not_a_dir("--out", args.out):
+    if _not_a_dir("--out", args.out) or _bad_cache_dir(args):
         return 2
 
     def run() -> int:
@@ -347,11 +425,12 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
-    from esnet import api
-
-    if args.topk < 1:
+    if args.topk < 1:  # before importing esnet.api (torch): a bad flag is refused at once
         _err(f"--topk must be >= 1, got {args.topk}")
         return 2
+    if _bad_cache_dir(args):
+        return 2
+    from esnet import api
 
     def run() -> int:
         inf = api.load_inference(args.checkpoint, device=args.device, test_feature=args.feature,
@@ -387,13 +466,13 @@ def _cmd_search(args: argparse.Namespace) -> int:
             if inf.test_selected:
                 print(_checkpoint_label(inf))
             for a in answers:
-                print(f"query {a['query']}")
+                print(f"query {_shown(a['query'])}")
                 if not a["ok"]:
                     print(f"  not searched: {a['error']}")
                     continue
                 print(f"  {'rank':>4}  {'distance':>8}  {'pid':>5}  {'camid':>5}  path")
                 for h in a["hits"]:
-                    print(f"  {h['rank']:>4}  {h['distance']:8.4f}  {h['pid']:>5}  {h['camid']:>5}  {h['path']}")
+                    print(f"  {h['rank']:>4}  {h['distance']:8.4f}  {h['pid']:>5}  {h['camid']:>5}  {_shown(h['path'])}")
         return 2 if len(good) < len(args.query) else 0
 
     return _guarded(run)
@@ -435,7 +514,11 @@ def _add_infer(sub: argparse._SubParsersAction) -> None:
     ev = sub.add_parser("eval", help="R1/R5/R10/mAP/mINP of a checkpoint on a dataset's query/gallery split")
     common(ev)
     dataset_options(ev)
-    ev.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking")
+    ev.add_argument("--rerank", action="store_true",
+                    help="k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3; the numbers of torchreid's reference code)")
+    ev.add_argument("--test-size", choices=("small", "medium", "large"),
+                    help="VehicleID test list (800 / 1600 / 2400 vehicles; default small): scored by the VehicleID "
+                         "protocol, one random gallery image per vehicle, 10 draws, mean ± std")
     ev.add_argument("--per-query", metavar="CSV", help="also write one row per query to this CSV file")
     ev.set_defaults(func=_cmd_eval)
 

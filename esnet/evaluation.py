@@ -8,7 +8,8 @@ recomputed on demand from its row; a re-ranked matrix cannot be recomputed per r
 kept.
 
 Datasets evaluated by the VehicleID protocol (one random gallery image per id, repeated)
-are refused here: ``esnet.metrics.evaluate_vehicleid`` is the function for them.
+go through ``evaluate_vehicleid_inference`` / ``evaluate_vehicleid_dataset`` instead
+(``esnet.metrics.evaluate_vehicleid``, mean and std over the draws).
 """
 from __future__ import annotations
 
@@ -23,7 +24,16 @@ from esnet.data.datasets import load_dataset
 from esnet.data.types import ReidData
 from esnet.embedding import Embeddings, Inference, embed_split, is_test_selected
 from esnet import metrics
-from esnet.metrics import RankResult, VerificationResult, evaluate, pairwise_distance, re_ranking_features, verification_roc
+from esnet.metrics import (
+    RankResult,
+    VehicleIDResult,
+    VerificationResult,
+    evaluate,
+    evaluate_vehicleid,
+    pairwise_distance,
+    re_ranking_features,
+    verification_roc,
+)
 
 MAX_RANK = 50
 """Length of the CMC curve kept in a report."""
@@ -137,7 +147,7 @@ def evaluate_inference(inf: Inference, data: ReidData, *, rerank: bool = False, 
     """
     if data.protocol != "standard":
         raise ValueError(f"dataset {data.name!r} uses the {data.protocol!r} protocol; evaluate it with "
-                         "esnet.metrics.evaluate_vehicleid (this evaluates the standard query/gallery protocol)")
+                         "evaluate_vehicleid_inference (this evaluates the standard query/gallery protocol)")
     n_items = len(data.query) + len(data.gallery)
     if rerank and n_items > metrics.MAX_RERANK_ITEMS:  # checked before embedding, not after
         raise ValueError(f"re-ranking is limited to MAX_RERANK_ITEMS = {metrics.MAX_RERANK_ITEMS} query + gallery "
@@ -269,3 +279,107 @@ def query_ranking(report: EvalReport, query_row: int, topk: int = 10) -> pd.Data
                      "correct": bool(g.pids[j] == qpid and qpid >= 0), "ignored": ign})
     frame = pd.DataFrame(rows, columns=["rank", "index", "path", "pid", "camid", "distance", "correct", "ignored"])
     return frame.astype({"path": object})
+
+
+# --------------------------------------------------------------------------- VehicleID protocol
+
+VEHICLEID_REPEATS = 10
+"""Random gallery draws of the VehicleID protocol (Liu et al., CVPR 2016)."""
+
+
+@dataclass(frozen=True, eq=False)
+class VehicleIDReport:
+    """One checkpoint evaluated on one VehicleID test list by the VehicleID protocol.
+
+    Each repeat draws one random image per vehicle as the gallery and queries with the rest
+    (``esnet.metrics.evaluate_vehicleid``); the numbers are mean and std over the repeats.
+
+    Attributes:
+        dataset, root, test_size: what was evaluated (``small`` / ``medium`` / ``large``).
+        checkpoint, checkpoint_sha, flip, test_feature: the model and options.
+        result: ``VehicleIDResult`` (CMC mean / std (MAX_RANK,), mAP, R1, R5 mean / std).
+        embeddings: the test list's embeddings (features (N, D) float32 unit rows).
+        num_ids: vehicles in the test list. repeats, seed: the draws.
+    """
+
+    dataset: str
+    root: str
+    test_size: str
+    checkpoint: str
+    checkpoint_sha: str
+    flip: bool
+    test_feature: str
+    result: VehicleIDResult
+    embeddings: Embeddings
+    num_ids: int
+    repeats: int
+    seed: int
+
+    @property
+    def num_images(self) -> int:
+        return len(self.embeddings.paths)
+
+    @property
+    def skipped(self) -> tuple[tuple[str, str], ...]:
+        return self.embeddings.skipped
+
+    @property
+    def summary(self) -> dict[str, tuple[float, float]]:
+        """R1, R5, R10, mAP -> (mean, std) as fractions in [0, 1]."""
+        r = self.result
+        return {"R1": (r.r1_mean, r.r1_std), "R5": (r.r5_mean, r.r5_std),
+                "R10": (float(r.cmc_mean[9]), float(r.cmc_std[9])), "mAP": (r.mAP_mean, r.mAP_std)}
+
+    def to_json(self) -> dict:
+        """A JSON-ready summary: each metric as ``{"mean", "std"}``, CMC top 20, counts, options."""
+        return {
+            "dataset": self.dataset, "root": self.root, "test_size": self.test_size,
+            "protocol": "vehicleid", "repeats": self.repeats, "seed": self.seed,
+            "checkpoint": self.checkpoint, "checkpoint_sha256": self.checkpoint_sha,
+            "checkpoint_test_selected": is_test_selected(self.checkpoint),
+            "flip": self.flip, "test_feature": self.test_feature,
+            **{k: {"mean": round(m, 6), "std": round(s, 6)} for k, (m, s) in self.summary.items()},
+            "cmc_mean": [round(float(v), 6) for v in self.result.cmc_mean[:20]],
+            "cmc_std": [round(float(v), 6) for v in self.result.cmc_std[:20]],
+            "num_images": self.num_images, "num_ids": self.num_ids,
+            "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
+        }
+
+
+def evaluate_vehicleid_inference(inf: Inference, data: ReidData, test_size: str, *, flip: bool = False,
+                                 cache_dir: str | None = None, batch_size: int = 64,
+                                 repeats: int = VEHICLEID_REPEATS, seed: int = 0,
+                                 progress: Progress | None = None) -> VehicleIDReport:
+    """Embed a VehicleID test list with ``inf`` and score it by the VehicleID protocol.
+
+    The (N, N) cosine distances of the test list are held at once (1.6 GB for the large
+    list's ~20,000 images).
+
+    Args:
+        data: ``load_dataset("vehicleid", root, vehicleid_test_size=test_size)`` (query =
+            gallery = the test list).
+        test_size: the list ``data`` was loaded with, recorded in the report.
+        repeats, seed: random gallery draws (``esnet.metrics.evaluate_vehicleid``).
+        progress: called per batch with stage ``test``.
+    Raises:
+        ValueError: ``data`` is not a VehicleID-protocol dataset, an empty or unreadable
+            test list, or a list where every vehicle has a single image.
+    """
+    if data.protocol != "vehicleid":
+        raise ValueError(f"dataset {data.name!r} uses the {data.protocol!r} protocol, not 'vehicleid': "
+                         "evaluate it with evaluate_inference")
+    report = None if progress is None else (lambda done, total: progress("test", done, total))
+    emb = embed_split(inf, data, "query", batch_size=batch_size, flip=flip, cache_dir=cache_dir, progress=report)
+    feats = np.asarray(emb.features)  # (N, D)
+    result = evaluate_vehicleid(pairwise_distance(feats, feats), emb.pids, repeats=repeats, seed=seed,
+                                max_rank=MAX_RANK)
+    return VehicleIDReport(dataset=data.name, root=data.root, test_size=test_size, checkpoint=inf.checkpoint,
+                           checkpoint_sha=inf.checkpoint_sha, flip=flip, test_feature=inf.config.model.test_feature,
+                           result=result, embeddings=emb, num_ids=int(np.unique(emb.pids).size), repeats=repeats,
+                           seed=seed)
+
+
+def evaluate_vehicleid_dataset(inf: Inference, root: str, test_size: str = "small", **kwargs) -> VehicleIDReport:
+    """``load_dataset("vehicleid", root, vehicleid_test_size=test_size)`` then :func:`evaluate_vehicleid_inference`."""
+    data = load_dataset("vehicleid", str(root), vehicleid_test_size=test_size)
+    return evaluate_vehicleid_inference(inf, data, test_size, **kwargs)

@@ -24,6 +24,39 @@ def make_market(root: Path, *, train_ids: int = 8, per_id: int = 4) -> Path:
     return root
 
 
+VEHICLEID_FIXTURE_IDS = {"train": 5, "small": 4, "medium": 6, "large": 8}
+"""Vehicles per list of :func:`make_vehicleid` (3 images each); the test lists are nested like VehicleID's."""
+
+
+def make_vehicleid(root: Path) -> Path:
+    """A tiny PKU VehicleID in its real layout: ``image/NNNNNNN.jpg`` (7-digit names, 32x16 JPEGs,
+    one colour per vehicle under strong noise) and ``train_test_split/{train_list, test_list_800,
+    test_list_1600, test_list_2400}.txt`` with lines ``<image name without extension> <vehicle id>``.
+    Test vehicles are ids 100.. (small: 4, medium: 6, large: 8), train vehicles 1..5."""
+    rng = np.random.default_rng(1)
+    (root / "image").mkdir(parents=True, exist_ok=True)
+    (root / "train_test_split").mkdir(exist_ok=True)
+    counter = iter(range(1, 10_000))
+
+    def images(vid: int) -> list[str]:
+        base = rng.integers(110, 146, 3)  # close colours, strong noise: a random model confuses vehicles
+        names = []
+        for _ in range(3):
+            name = f"{next(counter):07d}"
+            arr = np.clip(base + rng.integers(-90, 90, (32, 16, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(arr).save(root / "image" / f"{name}.jpg")
+            names.append(f"{name} {vid}")
+        return names
+
+    train = [line for vid in range(1, VEHICLEID_FIXTURE_IDS["train"] + 1) for line in images(vid)]
+    test = [line for vid in range(100, 100 + VEHICLEID_FIXTURE_IDS["large"]) for line in images(vid)]
+    (root / "train_test_split" / "train_list.txt").write_text("\n".join(train) + "\n")
+    for size, n in (("800", "small"), ("1600", "medium"), ("2400", "large")):
+        lines = test[:3 * VEHICLEID_FIXTURE_IDS[n]]
+        (root / "train_test_split" / f"test_list_{size}.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
 def make_run(d: Path, *, pool: str = "p", erasing: str = "salient", epochs: int = 4, eval_every: int = 2,
              probes: int = 3, state: str = "finished", images: bool = True, dataset_root: Path | None = None) -> Path:
     """A finished (or running/failed) run directory written with the trainer's own writers.
