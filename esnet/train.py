@@ -156,12 +156,12 @@ def _stop_on_signal_callback(out: str):
     """A callback that turns SIGINT/SIGTERM into a clean stop at the next batch boundary.
 
     The first signal only sets a flag, so a checkpoint or metrics line being written is
-    never cut; the next ``on_batch_end`` / ``on_epoch_start`` raises KeyboardInterrupt
-    (status.json: failed, resumable). A second signal interrupts at once.
+    never cut; the next ``on_batch_end`` / ``on_epoch_start`` raises StopRequested
+    (status.json: stopped, resumable). A second signal interrupts at once.
     """
     import signal
 
-    from esnet.engine import Callback
+    from esnet.engine import Callback, StopRequested
 
     class StopOnSignal(Callback):
         def __init__(self) -> None:
@@ -175,8 +175,8 @@ def _stop_on_signal_callback(out: str):
 
         def _check(self, where: str) -> None:
             if self.signal_name:
-                raise KeyboardInterrupt(f"stopped by {self.signal_name} {where}; continue with: "
-                                        f"esnet train --out {out} --resume")
+                raise StopRequested(f"stopped by {self.signal_name} {where}; continue with: "
+                                    f"esnet train --out {out} --resume")
 
         def on_train_start(self, state) -> None:
             for sig in (signal.SIGINT, signal.SIGTERM):

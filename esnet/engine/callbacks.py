@@ -281,6 +281,10 @@ class ProbeCallback(Callback):
 
 
 # --- the run-directory writer -----------------------------------------------------------
+class StopRequested(KeyboardInterrupt):
+    """Training stopped on the user's request (SIGINT/SIGTERM); status.json says ``stopped``, resumable."""
+
+
 def _error_text(exc: BaseException) -> str:
     text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
     return text or type(exc).__name__
@@ -339,7 +343,10 @@ class RunDirCallback(Callback):
 
     def on_exception(self, exc: BaseException) -> None:
         try:
-            self._status("failed", _error_text(exc))
+            if isinstance(exc, StopRequested):
+                self._status("stopped", str(exc))
+            else:
+                self._status("failed", _error_text(exc))
         except OSError:
             # The disk refuses the status too (read-only, full): ``exc`` is the failure to report, not
             # this. status.json keeps "running", which readers show as failed once no process holds the lock.

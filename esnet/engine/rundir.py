@@ -108,13 +108,18 @@ LAST_CHECKPOINT = "last.pt"
 BEST_CHECKPOINT = "best.pt"
 LOCK_FILE = ".lock"
 
-STATES = ("running", "finished", "failed")
-"""States a trainer writes into status.json."""
+STATES = ("running", "finished", "failed", "stopped")
+"""States a trainer writes into status.json (``stopped``: by the user, SIGINT/SIGTERM; resumable)."""
+
+LAUNCH_FILE = "launch.json"
+"""Written by whoever starts a trainer as its own process (the dashboard): {"pid", "process_start", "at"}.
+Until the trainer writes status.json (after loading its dataset) the run reads ``starting``; if the
+process ends first, ``failed`` with the last ``error:`` line of train.log."""
 
 CMC_KEEP = 20
 """How many CMC values an evaluated epoch records."""
 
-_RUN_FILES = (CONFIG_FILE, META_FILE, STATUS_FILE, METRICS_FILE, LOCK_FILE)
+_RUN_FILES = (CONFIG_FILE, META_FILE, STATUS_FILE, METRICS_FILE, LOCK_FILE, LAUNCH_FILE)
 _PROBE_EPOCH_RE = re.compile(r"^epoch_(\d{4,})\.npz$")
 
 
@@ -681,12 +686,13 @@ class RunStatus:
     """status.json as read.
 
     Attributes:
-        state: ``running``, ``finished``, ``failed`` or ``unknown`` (no readable status.json).
+        state: ``starting`` (launched, not yet training), ``running``, ``finished``, ``failed``,
+            ``stopped`` (by the user; resumable) or ``unknown`` (no readable status.json).
         epoch: epochs finished.
         total_epochs: epochs planned.
         pid: the writer's pid (0 when unknown).
         updated: ISO 8601 time of the last write ("" when unknown).
-        error: why it failed, else None.
+        error: why it failed (or where it was stopped), else None.
     """
 
     state: str
@@ -701,9 +707,54 @@ def _as_int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
+def write_launch(run_dir: str | Path, pid: int) -> None:
+    """Record that a trainer process ``pid`` was started for ``run_dir`` (see :data:`LAUNCH_FILE`)."""
+    atomic_write_json(Path(run_dir) / LAUNCH_FILE, {"pid": int(pid), "process_start": process_start(pid),
+                                                    "at": now_iso()})
+
+
+def log_error(run_dir: str | Path, limit: int = 8192) -> str | None:
+    """The last ``error: ...`` line of the run's train.log (else its last line), from its last ``limit`` bytes."""
+    try:
+        with open(Path(run_dir) / LOG_FILE, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - limit))
+            tail = f.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    lines = [ln.strip() for ln in tail.replace("\r", "\n").splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("error:")]
+    text = (errors or lines or [None])[-1]
+    return None if text is None else text[:300]
+
+
+def _launch_status(d: Path, status: RunStatus) -> RunStatus:
+    """``status`` corrected by a launch record newer than it: ``starting`` while that process lives, else
+    ``failed`` with train.log's error (the trainer died before or without writing status.json)."""
+    raw = _read_json(d / LAUNCH_FILE)
+    if not isinstance(raw, dict) or status.state in ("running", "finished"):
+        return status
+    pid, at = _as_int(raw.get("pid")), raw.get("at") if isinstance(raw.get("at"), str) else ""
+    if status.state != "unknown" and at < status.updated:
+        return status  # an older launch, already reported on by the trainer
+    start = raw.get("process_start")
+    if pid_alive(pid) and (start is None or process_start(pid) == start):
+        return RunStatus(state="starting", epoch=status.epoch, total_epochs=status.total_epochs, pid=pid, updated=at)
+    if status.state != "unknown" and at == status.updated:
+        return status
+    why = log_error(d) or f"the trainer (pid {pid}) ended before it started training; see {LOG_FILE}"
+    return RunStatus(state="failed", epoch=status.epoch, total_epochs=status.total_epochs, pid=pid, updated=at,
+                     error=why)
+
+
 def read_status(run_dir: str | Path) -> RunStatus:
-    """The run's status; a ``running`` run whose pid is dead reads as ``failed``."""
+    """The run's status; a ``running`` run whose pid is dead reads as ``failed``; a launch record
+    (:data:`LAUNCH_FILE`) newer than status.json gives ``starting`` or ``failed`` (see :func:`_launch_status`)."""
     d = _require_dir(run_dir)
+    status = _read_status_file(d)
+    return _launch_status(d, status) if (d / LAUNCH_FILE).exists() else status
+
+
+def _read_status_file(d: Path) -> RunStatus:
     raw = _read_json(d / STATUS_FILE)
     if not isinstance(raw, dict) or raw.get("state") not in STATES:
         return RunStatus(state="unknown", error=f"{STATUS_FILE} missing or unreadable")
@@ -718,7 +769,7 @@ def read_status(run_dir: str | Path) -> RunStatus:
     if status.state == "running" and trainer_pid(d) != status.pid:
         again = _read_json(d / STATUS_FILE)  # the trainer may have written its end and released the lock since
         if isinstance(again, dict) and again.get("state") in STATES and again.get("state") != "running":
-            return read_status(d)
+            return _read_status_file(d)
         why = ("is not running" if not pid_alive(status.pid)
                else f"is running but is not this run's trainer: it does not hold {LOCK_FILE}")
         return dataclasses.replace(status, state="failed", error=f"process ended unexpectedly (pid {status.pid} {why})")
@@ -870,6 +921,8 @@ def summarize_run(run_dir: str | Path) -> RunSummary:
     except RunDirError as e:
         if not (d / CONFIG_FILE).exists() and trainer_pid(d) is not None:
             state, error = "running", None  # the trainer is starting: config.json comes after the dataset
+        elif not (d / CONFIG_FILE).exists() and state in ("starting", "failed") and (d / LAUNCH_FILE).exists():
+            pass  # launched from the dashboard: starting, or died before writing its config (train.log's error)
         else:
             state, error = "broken", str(e)
     else:
@@ -891,7 +944,7 @@ def summarize_run(run_dir: str | Path) -> RunSummary:
         erasing=erasing,
         dataset=dataset,
         updated=status.updated,
-        error=error if state in ("failed", "broken", "unknown") else None,
+        error=error if state in ("failed", "broken", "unknown", "stopped") else None,
     )
 
 
