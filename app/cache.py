@@ -145,6 +145,20 @@ def evaluation(path: str | Path, dataset: str, root: Path, *, rerank: bool = Fal
     return _evaluation(*checkpoint_key(path), dataset, str(root), _mtime(Path(root)), rerank, flip, feature)
 
 
+@st.cache_resource(show_spinner="Evaluating by the VehicleID protocol (embeds the test list once; 10 random "
+                                "gallery draws) ...", max_entries=8)
+def _vehicleid_evaluation(path: str, mtimes: tuple[float, ...], root: str, root_mtime: float, test_size: str,
+                          flip: bool) -> api.VehicleIDReport:
+    return api.evaluate_vehicleid_checkpoint(_inference(path, mtimes), root, test_size, flip=flip,
+                                             cache_dir=api.default_cache_dir())
+
+
+def vehicleid_evaluation(path: str | Path, root: Path, *, test_size: str = "small",
+                         flip: bool = False) -> api.VehicleIDReport:
+    """``api.evaluate_vehicleid_checkpoint`` once per checkpoint / root / test list / flip; shared: never mutate it."""
+    return _vehicleid_evaluation(*checkpoint_key(path), str(root), _mtime(Path(root)), test_size, flip)
+
+
 @st.cache_resource(show_spinner="Embedding and indexing the gallery (cached on disk) ...", max_entries=4)
 def _gallery(path: str, mtimes: tuple[float, ...], dataset: str, root: str, root_mtime: float) -> api.Gallery:
     return api.load_gallery(_inference(path, mtimes), dataset=dataset, root=root, split="gallery",

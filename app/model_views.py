@@ -80,6 +80,37 @@ def checkpoint_label(path: str) -> str:
     return f"checkpoint `{path}`{note}"
 
 
+# --- evaluate: VehicleID protocol ------------------------------------------------------------
+VEHICLEID_LISTS = {"small": "small (800 vehicles)", "medium": "medium (1,600)", "large": "large (2,400)"}
+"""Evaluate page test-list choices for a VehicleID run, as labelled there."""
+
+
+def vehicleid_table(rep: api.VehicleIDReport) -> pd.DataFrame:
+    """One row: test list, then R1 / R5 / R10 / mAP as ``mean ± std`` percent strings over the draws."""
+    row = {"test list": rep.test_size}
+    row.update({k: f"{100 * m:.2f} ± {100 * s:.2f}" for k, (m, s) in rep.summary.items()})
+    return pd.DataFrame([row])
+
+
+def render_vehicleid(t: Target) -> None:
+    """The Evaluate page for a run on VehicleID: its protocol (random gallery draws), mean ± std and CMC."""
+    c1, c2 = st.columns(2)
+    size = c1.selectbox("Test list", list(VEHICLEID_LISTS), key="eval_vehicleid_size",
+                        format_func=VEHICLEID_LISTS.get, help="VehicleID's test_list_800/1600/2400.txt")
+    flip = c2.checkbox("Flip test (average with the mirror image)", key="eval_flip")
+    with shown_errors(f"Cannot evaluate run {t.run!r} on VehicleID at {t.root}"):
+        rep = cache.vehicleid_evaluation(t.path, t.root, test_size=size, flip=flip)
+    st.dataframe(vehicleid_table(rep), hide_index=True, width="stretch",
+                 column_config={k: st.column_config.TextColumn(f"{k} (%)") for k in ("R1", "R5", "R10", "mAP")})
+    st.caption(f"VehicleID protocol: {rep.num_images} images of {rep.num_ids} vehicles; each of {rep.repeats} draws "
+               f"(seed {rep.seed}) takes one random gallery image per vehicle and queries with the rest · mean ± std "
+               f"over the draws · {checkpoint_label(rep.checkpoint)}")
+    for path, reason in rep.skipped:
+        st.warning(f"Skipped unreadable image {path}: {reason}")
+    st.subheader("CMC (mean over the draws)")
+    st.plotly_chart(viz_model.cmc_figure({VEHICLEID_LISTS[size]: rep.result.cmc_mean}), width="stretch")
+
+
 FEATURE_LABELS = {"concat": "both branches (concat)", "global": "global branch", "erase": "erasing branch"}
 """Test-feature choices on the Evaluate page, as labelled there."""
 

@@ -6,6 +6,9 @@ from app import model_views as mv
 
 st.title("Evaluate")
 t = mv.target()
+if t.dataset == "vehicleid":  # its own protocol: random gallery draws, mean ± std
+    mv.render_vehicleid(t)
+    st.stop()
 
 c1, c2, c3 = st.columns(3)
 rerank = c1.checkbox("k-reciprocal re-ranking", key="eval_rerank", help="k1=20, k2=6, λ=0.3 (Zhong et al. 2017)")

@@ -104,3 +104,32 @@ def test_a_bad_checkpoint_is_an_error_on_the_page(demo_env, kind) -> None:
     assert not at.exception, at.exception
     assert errors(at) and "bad" in errors(at)[0]
     assert not at.dataframe
+
+
+def test_a_vehicleid_run_is_scored_by_its_protocol_with_mean_and_std(demo_env) -> None:
+    import json
+
+    from tests.synthetic import VEHICLEID_FIXTURE_IDS, make_vehicleid
+
+    base = demo_env.runs_dir.parent
+    root = make_vehicleid(base / "vehicleid_data")
+    runs = base / "vehicleid_runs"
+    run = broken_run(runs, "veh", (demo_env.run_dir / "checkpoints" / "last.pt").read_bytes())
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["data"]["dataset"] = "vehicleid"  # the run's dataset decides the protocol
+    (run / "config.json").write_text(json.dumps(cfg))
+    at = open_page("evaluate", state={**select_run(runs, "veh"), "esnet.dataset_root": str(root)})
+    assert not at.exception, at.exception
+    assert not errors(at)
+    table = _table(at)
+    assert list(table.columns) == ["test list", "R1", "R5", "R10", "mAP"]
+    expected = api.evaluate_vehicleid_checkpoint(run, root, "small", cache_dir=demo_env.cache_dir)
+    m, s = expected.summary["mAP"]
+    assert table["mAP"].item() == f"{100 * m:.2f} ± {100 * s:.2f}"
+    assert any(f"{3 * VEHICLEID_FIXTURE_IDS['small']} images of {VEHICLEID_FIXTURE_IDS['small']} vehicles" in c.value
+               and "10 draws" in c.value for c in at.caption)
+    at.selectbox(key="eval_vehicleid_size").select("large").run()
+    assert not at.exception, at.exception
+    assert _table(at)["test list"].item() == "large"
+    assert any(f"of {VEHICLEID_FIXTURE_IDS['large']} vehicles" in c.value for c in at.caption)
+    assert len(at.get("plotly_chart")) == 1  # the mean CMC; no ROC (no fixed gallery)
