@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import re
 from pathlib import Path
 
 import numpy as np
@@ -493,3 +494,38 @@ def test_benchmark_script_runs_and_agrees(capsys):
     out = capsys.readouterr().out
     assert "faster" in out
     assert "mAP 0.00e+00  CMC 0.00e+00  mINP 0.00e+00" in out  # against the stable-sort reference
+
+
+def _bench_module(name):
+    spec = importlib.util.spec_from_file_location(f"esnet_bench_{name}", _BENCH.with_name(f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_peer_benchmark_agrees_with_torchreid(capsys):
+    if _peers.torchreid_module("rank") is None:
+        pytest.skip(_peers.TORCHREID_ABSENT)
+    threads = torch.get_num_threads()
+    try:
+        assert _bench_module("peer_eval").main(["--queries", "40", "--gallery", "260", "--ids", "12", "--threads", "1",
+                                                "--rerank-queries", "20", "--rerank-gallery", "80"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    assert "max |mAP diff| 0.00e+00" in out
+    diffs = [float(x) for x in re.findall(r"max \|dist - torchreid\| ([\d.e+-]+)", out)]
+    assert len(diffs) == 2 and max(diffs) < 1e-6  # dense and feature re-ranking vs torchreid's
+
+
+def test_rerank_memory_benchmark_runs(capsys):
+    threads = torch.get_num_threads()
+    try:
+        assert _bench_module("rerank_memory").main(["--sizes", "120,240", "--dim", "16", "--threads", "1",
+                                                    "--check-dense", "240"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    diffs = [float(x) for x in re.findall(r"max \|features - dense matrices\| = ([\d.e+-]+)", out)]
+    assert len(diffs) == 2 and max(diffs) < 1e-6
+    assert "MSMT17 (11659 x 82161), extrapolated" in out
