@@ -233,7 +233,7 @@ def _not_a_dir(flag: str, path: str | None) -> bool:
         return False
     problem = _unwritable(Path(path), want_dir=False)
     if problem:
-        _err(f"{flag} {_shown(path)}: {problem}")
+        _err(f"{flag} {_shown(path)} {problem}")
     return bool(problem)
 
 
@@ -244,7 +244,7 @@ def _bad_cache_dir(args: argparse.Namespace) -> bool:
         return False
     problem = _unwritable(Path(path), want_dir=True)
     if problem:
-        _err(f"--cache-dir {_shown(path)}: {problem}")
+        _err(f"--cache-dir {_shown(path)} {problem}")
     return bool(problem)
 
 
@@ -261,12 +261,12 @@ def _unwritable(path: Path, *, want_dir: bool) -> str | None:
         while not folder.exists() and folder.parent != folder:
             folder = folder.parent  # the nearest folder that exists: where the missing ones would be made
         if not folder.is_dir():
-            return f"{_shown(folder)} is a file, not a directory"
+            return f"cannot be made: {_shown(folder)} is a file, not a directory"
         fd, probe = tempfile.mkstemp(prefix=".esnet-write-check.", suffix=".tmp", dir=folder)
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
-        return f"no file can be written in {_shown(folder)}: {e.strerror or e}"
+        return f"cannot be written: {_shown(folder)} refuses a new file ({e.strerror or e})"
     return None
 
 

@@ -249,3 +249,80 @@ def test_run_dir_turning_read_only_reports_the_first_failure(tmp_path: Path, rec
     rundir.release_lock(rundir.acquire_lock(out))  # the stale .lock (not removable then) is no obstacle
     record("run directory made immutable (chattr +i) after epoch 1", "train_run (esnet train)",
            "the failed write is raised, not release_lock's; run reads failed", msg)
+
+
+# --- output paths checked before the work; small things ---------------------------------------------
+DEMO_CKPT = Path(__file__).resolve().parents[2] / "assets" / "demo_runs" / "esnet-p"  # the demo run with weights
+
+
+def _outputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
+    (tmp / "X").write_text("a file")
+    folder = str(tmp / "gallery")
+    embed = ["embed", "--checkpoint", str(DEMO_CKPT), "--folder", folder, "--device", "cpu"]
+    return {
+        "embed --out X/f.npz with X a file": ([*embed, "--out", str(tmp / "X" / "f.npz")], "is a file, not a directory"),
+        "embed --out /proc/x.npz": ([*embed, "--out", "/proc/x.npz"], "cannot be written: /proc refuses a new file"),
+        "embed --cache-dir <a file>": ([*embed, "--out", str(tmp / "f.npz"), "--cache-dir", str(tmp / "X")],
+                                       "--cache-dir"),
+        "search --cache-dir <a file>": (["search", "--checkpoint", str(DEMO_CKPT), "--gallery", folder, "--query",
+                                         str(tmp / "q.jpg"), "--cache-dir", str(tmp / "X")], "is a file, not a "
+                                                                                              "directory"),
+        "eval --per-query /proc/q.csv": (["eval", "--checkpoint", str(DEMO_CKPT), "--dataset", "demo", "--root", folder,
+                                          "--per-query", "/proc/q.csv"], "cannot be written: /proc refuses a new file"),
+    }
+
+
+@pytest.mark.parametrize("case", [
+    "embed --out X/f.npz with X a file", "embed --out /proc/x.npz", "embed --cache-dir <a file>",
+    "search --cache-dir <a file>", "eval --per-query /proc/q.csv"])
+def test_outputs_are_checked_before_the_work(case: str, tmp_path: Path, capsys, monkeypatch, record) -> None:
+    """An output that cannot be written: exit 2 and one line before the checkpoint is even loaded."""
+    from esnet import api
+
+    monkeypatch.setattr(api, "load_inference", lambda *a, **k: pytest.fail("the work started"))
+    args, expected = _outputs(tmp_path)[case]
+    code = cli.main(args)
+    line = _one_line_error(capsys)
+    assert code == 2 and expected in line, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["X"]  # no probe file or folder left
+    record(case, f"esnet {args[0]}", "refused before loading, exit 2", line)
+
+
+def test_topk_zero_is_refused_before_torch(tmp_path: Path, record) -> None:
+    """esnet search --topk 0: refused before torch is imported."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from esnet import cli\n"
+            "rc = cli.main(['search', '--checkpoint', 'c.pt', '--gallery', 'g', '--query', 'q.jpg', '--topk', '0'])\n"
+            "print(rc, 'torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert proc.stdout.split() == ["2", "False"], (proc.stdout, proc.stderr)
+    assert proc.stderr.strip() == "error: --topk must be >= 1, got 0"
+    record("search --topk 0", "esnet search", "refused before torch is imported, exit 2", proc.stderr)
+
+
+def test_control_characters_in_file_names_are_escaped(tmp_path: Path, capsys, record) -> None:
+    """A gallery file whose name holds a newline and ESC cannot forge a row of esnet search's table."""
+    from PIL import Image
+
+    gallery = tmp_path / "g"
+    gallery.mkdir()
+    forged = "a\n     1    0.0000      7      7  forged\x1b[2K.jpg"
+    for name, colour in ((forged, (200, 10, 10)), ("b.jpg", (10, 200, 10))):
+        Image.new("RGB", (32, 64), colour).save(gallery / name, format="JPEG")
+    query = tmp_path / "q\tx.jpg"
+    Image.new("RGB", (32, 64), (190, 20, 20)).save(query)
+    ckpt = sorted((DEMO_CKPT / "checkpoints").glob("*.pt"))[0]  # its one checkpoint file
+    code = cli.main(["search", "--checkpoint", str(ckpt), "--gallery", str(gallery), "--query", str(query),
+                     "--no-cache", "--device", "cpu", "--topk", "2"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    lines = out.splitlines()
+    assert len(lines) == 4 and not any("\x1b" in ln or "\t" in ln for ln in lines), lines  # query, header, 2 hits
+    hit = next(ln for ln in lines if "forged" in ln)
+    assert "a\\n     1" in hit and "\\x1b[2K" in hit, hit
+    assert lines[0] == f"query {tmp_path}/q\\tx.jpg", lines[0]
+    record("gallery file name with a newline and ESC; query name with a TAB", "esnet search (text output)",
+           "escaped: one row per hit", hit.strip())
