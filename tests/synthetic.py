@@ -58,8 +58,12 @@ def make_vehicleid(root: Path) -> Path:
 
 
 def make_run(d: Path, *, pool: str = "p", erasing: str = "salient", epochs: int = 4, eval_every: int = 2,
-             probes: int = 3, state: str = "finished", images: bool = True, dataset_root: Path | None = None) -> Path:
+             probes: int = 3, state: str = "finished", images: bool = True, dataset_root: Path | None = None,
+             written: int | None = None) -> Path:
     """A finished (or running/failed) run directory written with the trainer's own writers.
+
+    ``epochs`` is the run's length; ``written`` (default: all, or all but one in status.json
+    when not finished) the epochs already recorded, e.g. a running run at epoch 4 of 6.
 
     Feature map 8x4, input 64x32; probe ``i``'s CAM peaks at row ``(i + epoch) % 8`` so the
     erased block moves with the epoch; eval mAP rises by 0.1 per evaluated epoch from 0.3.
@@ -90,7 +94,7 @@ def make_run(d: Path, *, pool: str = "p", erasing: str = "salient", epochs: int 
     rundir.atomic_write_json(d / "probes" / "probes.json",
                              {"probes": entries, "feature_size": [8, 4], "input_size": [64, 32]})
     m_ap = 0.2
-    for epoch in range(0, epochs + 1):
+    for epoch in range(0, (epochs if written is None else written) + 1):
         cam = np.zeros((probes, 8, 4), dtype=np.float32)
         box = np.zeros((probes, 4), dtype=np.int64)
         for i in range(probes):
@@ -114,7 +118,7 @@ def make_run(d: Path, *, pool: str = "p", erasing: str = "salient", epochs: int 
             rec["eval"] = {"R1": m_ap + 0.2, "R5": m_ap + 0.3, "R10": m_ap + 0.35, "mAP": m_ap, "mINP": m_ap / 3,
                            "cmc": list(np.linspace(m_ap + 0.2, 1.0, 20))}
         rundir.append_metrics(d, rec)
-    done = epochs if state == "finished" else max(epochs - 1, 0)
+    done = written if written is not None else epochs if state == "finished" else max(epochs - 1, 0)
     if state == "running":  # this test process plays the trainer: it holds the run's lock until it exits
         rundir.acquire_lock(d)
     rundir.write_status(d, state=state, epoch=done, total_epochs=epochs,

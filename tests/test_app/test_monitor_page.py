@@ -42,18 +42,18 @@ def test_finished_run_shows_best_metrics_and_six_charts(tmp_path, demo_root, mon
 
 
 def test_half_written_last_metrics_line_is_ignored(tmp_path, demo_root, monkeypatch) -> None:
-    run = make_run(tmp_path / "runs" / "live", state="running")
+    run = make_run(tmp_path / "runs" / "live", state="running", epochs=6, written=4)  # at epoch 4 of 6
     with open(run / "metrics.jsonl", "ab") as f:
         f.write(b'{"epoch": 5, "lr": 0.0001, "loss": {"global_ce": 0.4, "to')  # the trainer is mid-write
     at = open_app(monkeypatch, tmp_path / "runs", demo_root, PAGE)
     assert not at.exception, at.exception
-    assert _metrics(at)["Epoch"] == "4/4"
+    assert _metrics(at)["Epoch"] == "4/6"
     assert "running" in at.caption[0].value and "refreshing every 2 s" in at.caption[0].value
     # The line completes: the next read shows epoch 5.
     with open(run / "metrics.jsonl", "ab") as f:
         f.write(b'tal": 0.5}}\n')
     at.run()
-    assert _metrics(at)["Epoch"] == "5/4" and _metrics(at)["Total loss"] == "0.500"
+    assert _metrics(at)["Epoch"] == "5/6" and _metrics(at)["Total loss"] == "0.500"
 
 
 def test_failed_run_shows_its_error(tmp_path, demo_root, monkeypatch) -> None:
