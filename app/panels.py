@@ -17,7 +17,8 @@ from esnet import api
 
 STATE_ICONS = {"running": ":green[:material/play_circle:]", "finished": ":blue[:material/check_circle:]",
                "failed": ":red[:material/error:]", "unknown": ":gray[:material/help:]",
-               "broken": ":orange[:material/warning:]"}
+               "broken": ":orange[:material/warning:]", "starting": ":green[:material/hourglass_top:]",
+               "stopped": ":gray[:material/stop_circle:]"}
 """Markdown icons of the run states (material icons render without an emoji font)."""
 
 
@@ -97,6 +98,13 @@ def training_form(dataset_root: Path | None) -> dict[str, Any] | None:
                                      key="runs.eval_every")
         batch = c3.number_input("Batch", min_value=4, max_value=512, value=32, step=4, key="runs.batch")
         size = c4.text_input("Input size HxW", value="128x64", key="runs.size")
+        warm, decay = api.scaled_schedule(8)
+        c1, c2, _ = st.columns([1, 1, 2])
+        warmup = c1.text_input("Warm-up epochs", key="runs.warmup", placeholder="scaled",
+                               help=f"Empty: BoT's 10 of 120 epochs scaled to this run (8 epochs: {warm}).")
+        decays = c2.text_input("Decay ×0.1 at epochs", key="runs.decays", placeholder="scaled",
+                               help="Comma-separated epochs. Empty: BoT's 40 and 70 of 120 epochs scaled to this run "
+                                    f"(8 epochs: {', '.join(map(str, decay))}).")
         c1, c2 = st.columns([1, 3])
         device = c1.selectbox("Device", choices["device"], key="runs.device")
         weights = c2.text_input("Backbone weights (optional)", key="runs.weights",
@@ -107,7 +115,24 @@ def training_form(dataset_root: Path | None) -> dict[str, Any] | None:
             return None
     return {"name": name.strip(), "dataset": dataset, "root": dataset_root, "backbone": backbone, "pool": pool,
             "erasing": erasing, "epochs": int(epochs), "size": size.strip(), "batch": int(batch),
-            "weights": weights.strip(), "device": device, "eval_every": int(eval_every)}
+            "weights": weights.strip(), "device": device, "eval_every": int(eval_every),
+            "warmup_epochs": warmup.strip(), "milestones": decays.strip()}
+
+
+def parse_schedule(args: dict[str, Any]) -> dict[str, Any]:
+    """The form's warm-up / decay texts as ``api.start_training`` takes them ("" -> None: scaled).
+
+    Raises:
+        ValueError: a warm-up that is not a whole number >= 0, or decays that are not comma-separated epochs.
+    """
+    warm, decays = args["warmup_epochs"], args["milestones"]
+    if warm and not warm.isdigit():
+        raise ValueError(f"warm-up epochs must be a whole number >= 0 (empty: scaled), got {warm!r}")
+    parts = [d.strip() for d in decays.split(",")] if decays else []
+    if not all(d.isdigit() and int(d) > 0 for d in parts):
+        raise ValueError(f"decay epochs must be comma-separated epochs >= 1, e.g. 5,7 (empty: scaled), got {decays!r}")
+    return {**args, "warmup_epochs": int(warm) if warm else None,
+            "milestones": tuple(int(d) for d in parts) if decays else None}
 
 
 def monitor(metrics: pd.DataFrame, status: Any, *, refresh_s: float | None) -> None:
@@ -121,7 +146,12 @@ def monitor(metrics: pd.DataFrame, status: Any, *, refresh_s: float | None) -> N
     icon = STATE_ICONS.get(status.state, "")
     live = f" · refreshing every {refresh_s:g} s" if refresh_s else ""
     st.caption(f"{icon} **{status.state}** · updated {status.updated or '–'}{live}")
-    if status.error:
+    if status.state == "stopped":
+        st.info(f"Stopped by you ({status.error or 'no detail'}). Resume it on the Runs page.",
+                icon=":material/stop_circle:")
+    elif status.state == "starting":
+        st.info("The trainer is starting (loading the dataset); the curves appear after the first epoch.")
+    elif status.error:
         st.error(f"The run {status.state}: {status.error}")
     if metrics.empty:
         st.info("No epoch has finished yet: the curves appear after the first epoch.")

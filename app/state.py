@@ -21,6 +21,7 @@ KEY_RUN = "esnet.run"
 KEY_DATASET_ROOT = "esnet.dataset_root"
 _KEY_SELECTION = "esnet._selection"
 _KEY_FOCUS = "esnet._focus"
+_KEY_CHOICE = "esnet._run_choice"
 
 
 @dataclass(frozen=True)
@@ -70,9 +71,27 @@ def _runs(runs_dir_text: str) -> tuple[Path | None, pd.DataFrame, str | None]:
         frame = api.runs_frame(runs_dir)
     except api.RunDirError as e:
         return None, empty, f"The runs directory cannot be read: {e}"
+    frame = _with_user_runs(runs_dir, frame)
     if frame.empty:
         return runs_dir, frame, f"No runs in `{runs_dir}` yet: start one on the Runs page or choose another directory."
     return runs_dir, frame, None
+
+
+def _with_user_runs(runs_dir: Path, frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` plus the runs of the user runs folder (where the Runs page starts runs), when that is
+    another folder; a name taken already is shown as ``<folder>/<name>``."""
+    user = api.user_runs_dir()
+    try:
+        if not user.is_dir() or user.resolve() == runs_dir.resolve():
+            return frame
+        extra = api.runs_frame(user)
+    except (OSError, api.RunDirError):
+        return frame
+    if extra.empty:
+        return frame
+    taken = set(frame["run"])
+    extra = extra.assign(run=[f"{user.name}/{r}" if r in taken else r for r in extra["run"]])
+    return extra if frame.empty else pd.concat([frame, extra], ignore_index=True)
 
 
 def _default_run(runs: pd.DataFrame) -> str:
@@ -97,10 +116,13 @@ def sidebar() -> Selection:
             wanted = st.session_state.pop(_KEY_FOCUS, None)
             if wanted in names:
                 st.session_state[KEY_RUN] = wanted
+            if st.session_state.get(KEY_RUN) not in names and st.session_state.get(_KEY_CHOICE) in names:
+                st.session_state[KEY_RUN] = st.session_state[_KEY_CHOICE]  # the widget's state was dropped
             if st.session_state.get(KEY_RUN) not in names:
                 st.session_state[KEY_RUN] = _default_run(runs)
             run = st.selectbox("Run", names, key=KEY_RUN,
                                format_func=lambda n: f"{n} ({runs.loc[runs['run'] == n, 'state'].iloc[0]})")
+            st.session_state[_KEY_CHOICE] = run  # the user's choice, kept when the run's state (label) changes
         elif problem:
             st.caption(problem)
         st.text_input("Dataset root", key=KEY_DATASET_ROOT,

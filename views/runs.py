@@ -30,7 +30,20 @@ if not state.show_no_runs(sel):
             except api.RunDirError as e:
                 st.warning(f"{victim} cannot be stopped: {e}")
             else:
-                st.info(f"{victim}: {outcome} (a stopped run can be continued with `esnet train --resume`).")
+                st.info(f"{victim}: {outcome} (resume it below).")
+    resumable = sel.runs.loc[sel.runs["state"].isin(["stopped", "failed"]), "run"].tolist()
+    if resumable:
+        c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
+        again = c1.selectbox("Stopped or failed run", resumable, key="runs.resume_run")
+        if c2.button("Resume training", key="runs.resume", icon=":material/play_circle:"):
+            try:
+                job = api.resume_training(sel.run_path(again))
+            except ValueError as e:  # RunDirError is one
+                st.warning(f"{again} cannot be resumed: {e}")
+            else:
+                st.session_state["runs.flash"] = f"Resumed `{again}` (pid {job.pid}). Log: `{job.log}`"
+                state.focus(again)
+                st.rerun()
 
 if sel.runs_dir is not None:
     with st.expander("Start a training run", expanded=sel.runs.empty, icon=":material/play_arrow:"):
@@ -42,9 +55,11 @@ if sel.runs_dir is not None:
                 st.error(f"The dataset root `{args['root']}` does not exist; set it in the sidebar.")
             else:
                 try:
-                    if args["weights"]:  # typed paths stay inside the allowed roots
+                    if args["weights"] and args["weights"].lower() != "none":  # paths stay inside the allowed roots
                         args["weights"] = str(api.confine_path(args["weights"]))
-                    job = api.start_training(sel.runs_dir, **args)
+                    user_runs = api.user_runs_dir()  # never the committed demo runs
+                    user_runs.mkdir(parents=True, exist_ok=True)
+                    job = api.start_training(user_runs, **panels.parse_schedule(args))
                 except (ValueError, OSError) as e:  # a path outside the allowed roots, a bad or taken name,
                     st.error(f"Cannot start the run: {e}")  # bad epochs; the disk refusing the folder or log
                 else:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,8 @@ def open_app(monkeypatch: pytest.MonkeyPatch, runs_dir: Path, demo_root: Path, p
     """
     monkeypatch.setenv("ESNET_RUNS_DIR", str(runs_dir))
     monkeypatch.setenv("ESNET_DEMO_ROOT", str(demo_root))
+    if "ESNET_USER_RUNS_DIR" not in os.environ:  # runs started from the form: never the repository's runs/
+        monkeypatch.setenv("ESNET_USER_RUNS_DIR", str(runs_dir.parent / "user-runs"))
     monkeypatch.setenv("ESNET_ALLOWED_ROOTS", ":".join(str(p) for p in (allowed or [runs_dir.parent])))
     at = AppTest.from_file(ENTRY, default_timeout=60)
     at.run()

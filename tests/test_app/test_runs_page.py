@@ -5,6 +5,7 @@ import pytest
 
 from app import state
 from esnet import api
+from esnet.engine import rundir
 from esnet.data.demo import DEMO_VERSION
 from tests.synthetic import make_run
 from tests.test_app.runpages import frame_with, open_app
@@ -105,7 +106,8 @@ def test_start_form_starts_training_with_the_chosen_settings(runs, demo_root, mo
     at.form_submit_button[0].click().run()
     assert not at.exception, at.exception
     (runs_dir, name, kwargs), = calls
-    assert runs_dir == runs.resolve() and name == "fresh"
+    assert runs_dir == runs.parent / "user-runs" and name == "fresh"  # the user runs folder, not the demo runs
+    assert kwargs["warmup_epochs"] is None and kwargs["milestones"] is None  # empty fields: scaled
     assert kwargs["pool"] == "max" and kwargs["epochs"] == 3 and kwargs["dataset"] == "demo"
     assert kwargs["root"] == demo_root.resolve()
     assert "Started `fresh` (pid 4242)" in at.success[0].value
@@ -113,8 +115,9 @@ def test_start_form_starts_training_with_the_chosen_settings(runs, demo_root, mo
     assert "fresh" in list(frame_with(at, "best_mAP")["run"])
 
 
-@pytest.mark.parametrize("name, message", [("esnet-p", "already holds a run"), ("../up", "run name must use")])
+@pytest.mark.parametrize("name, message", [("taken", "already holds a run"), ("../up", "run name must use")])
 def test_start_form_reports_a_taken_or_bad_name(name, message, runs, demo_root, monkeypatch) -> None:
+    make_run(runs.parent / "user-runs" / "taken")
     at = open_app(monkeypatch, runs, demo_root)
     at.text_input(key="runs.name").set_value(name)
     at.form_submit_button[0].click().run()  # the real api.start_training: it refuses before spawning
@@ -158,4 +161,82 @@ def test_sidebar_choices_survive_a_page_switch(runs, demo_root, monkeypatch) -> 
     at.switch_page("views/monitor.py").run()
     assert at.title[0].value.endswith("esnet-avg")
     at.switch_page("views/runs.py").run()
+    assert at.sidebar.selectbox(key=state.KEY_RUN).value == "esnet-avg"
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("runs.size", "0x0", "data.height must be > 0, got 0"),
+    ("runs.warmup", "two", "warm-up epochs must be a whole number"),
+    ("runs.decays", "5;7", "decay epochs must be comma-separated epochs"),
+])
+def test_start_form_validates_before_starting(field, value, message, runs, demo_root, monkeypatch) -> None:
+    at = open_app(monkeypatch, runs, demo_root)
+    at.text_input(key="runs.name").set_value("fresh")
+    at.text_input(key=field).set_value(value)
+    at.form_submit_button[0].click().run()
+    assert not at.exception, at.exception
+    assert "Cannot start the run" in at.error[0].value and message in at.error[0].value
+    assert not (runs.parent / "user-runs" / "fresh").exists()
+
+
+def test_form_schedule_fields_reach_start_training(runs, demo_root, monkeypatch) -> None:
+    calls = []
+    def fake_start(runs_dir, name, **kwargs):
+        calls.append(kwargs)
+        raise ValueError("not started")
+
+    monkeypatch.setattr(api, "start_training", fake_start)
+    at = open_app(monkeypatch, runs, demo_root)
+    at.text_input(key="runs.name").set_value("fresh")
+    at.text_input(key="runs.warmup").set_value("1")
+    at.text_input(key="runs.decays").set_value("2, 3")
+    at.form_submit_button[0].click().run()
+    assert (calls[0]["warmup_epochs"], calls[0]["milestones"]) == (1, (2, 3))
+
+
+def test_sidebar_lists_user_runs_and_keeps_the_selection_when_the_state_changes(runs, demo_root, monkeypatch) -> None:
+    user = runs.parent / "user-runs"
+    make_run(user / "mine", state="running")
+    make_run(user / "esnet-p")  # a name the runs directory has too
+    at = open_app(monkeypatch, runs, demo_root)
+    names = at.sidebar.selectbox(key=state.KEY_RUN).options
+    assert names[-2:] == ["user-runs/esnet-p (finished)", "mine (running)"]  # after the runs directory's, a taken name prefixed
+    at.sidebar.selectbox(key=state.KEY_RUN).set_value("mine").run()
+    rundir.write_status(user / "mine", state="stopped", epoch=2, total_epochs=4, error="stopped by SIGINT")
+    at.run()
+    assert at.sidebar.selectbox(key=state.KEY_RUN).value == "mine"
+    df = frame_with(at, "best_mAP").set_index("run")
+    assert df.loc["mine", "state"] == "stopped"
+
+
+def test_a_run_that_died_at_launch_shows_the_logs_error(runs, demo_root, monkeypatch) -> None:
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    run = runs.parent / "user-runs" / "zero"
+    run.mkdir(parents=True)
+    rundir.write_launch(run, dead.pid)
+    (run / "train.log").write_text("error: data.height must be > 0, got 0\n")
+    at = open_app(monkeypatch, runs, demo_root)
+    df = frame_with(at, "best_mAP").set_index("run")
+    assert df.loc["zero", "state"] == "failed" and df.loc["zero", "error"] == "error: data.height must be > 0, got 0"
+
+
+def test_resume_button_resumes_a_stopped_run(runs, demo_root, monkeypatch) -> None:
+    rundir.write_status(runs / "esnet-avg", state="stopped", epoch=2, total_epochs=4, error="stopped by SIGINT")
+    resumed = []
+
+    def fake_resume(d):
+        resumed.append(Path(d).name)
+        return api.TrainingJob(pid=77, run_dir=str(d), log="train.log", command=("esnet",))
+
+    monkeypatch.setattr(api, "resume_training", fake_resume)
+    at = open_app(monkeypatch, runs, demo_root)
+    assert at.selectbox(key="runs.resume_run").options == ["crashed", "esnet-avg"]
+    at.selectbox(key="runs.resume_run").set_value("esnet-avg")
+    at.button(key="runs.resume").click().run()
+    assert not at.exception, at.exception
+    assert resumed == ["esnet-avg"] and "Resumed `esnet-avg` (pid 77)" in at.success[0].value
     assert at.sidebar.selectbox(key=state.KEY_RUN).value == "esnet-avg"
