@@ -209,6 +209,7 @@ def train_run(
     try:
         ckpt = None
         if resume:
+            rundir.remove_orphan_tmp(out)  # we hold the lock: a .tmp here is a dead writer's, e.g. a killed save
             if not (out / rundir.CONFIG_FILE).exists():
                 raise rundir.RunDirError(f"cannot resume: {str(out)!r} holds no run ({rundir.CONFIG_FILE} missing)")
             stored = rundir.read_config(out)

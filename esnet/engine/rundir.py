@@ -254,6 +254,25 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
+def remove_orphan_tmp(run_dir: str | Path) -> list[Path]:
+    """Remove the temporary files (``.<name>.*.tmp``) a writer killed mid-write left in the run directory.
+
+    Only the lock holder may call this (no other writer can be mid-write). Looks in the run
+    directory, checkpoints/ and probes/.
+
+    Returns:
+        The files removed.
+    """
+    d = Path(run_dir)
+    removed = []
+    for folder in (d, d / CHECKPOINTS_DIR, d / PROBES_DIR):
+        for p in sorted(folder.glob(".*.tmp")) if folder.is_dir() else ():
+            if p.is_file() and not p.is_symlink():
+                p.unlink()
+                removed.append(p)
+    return removed
+
+
 def append_jsonl(path: str | Path, obj: Any) -> None:
     """Append ``obj`` as one JSON line, then flush and fsync.
 

@@ -209,6 +209,40 @@ def test_start_form_refuses(case: str, tmp_path: Path, demo_root: Path, monkeypa
 
 
 # --- a run directory that turns read-only mid-run -----------------------------------------------
+def _tiny_cfg(market: Path, epochs: int):
+    from esnet.config import Config, override
+
+    return override(Config(), {
+        "data.dataset": "market1501", "data.root": str(market), "data.height": 32, "data.width": 16,
+        "data.batch_size": 8, "data.num_instances": 2, "data.workers": 0, "model.backbone": "mobilenet_v2",
+        "optim.epochs": epochs, "optim.warmup_epochs": 1, "train.device": "cpu", "train.eval_every": 0,
+        "train.probe_count": 2, "train.max_iters_per_epoch": 1})
+
+
+def test_resume_removes_orphan_temporary_files(tmp_path: Path, record) -> None:
+    """Temporary files a killed save left (checkpoints/.best.pt.*.tmp ...) are gone after a successful resume."""
+    import torch
+
+    from esnet.engine.run import train_run
+
+    out = tmp_path / "run"
+    cfg = _tiny_cfg(tiny_market(tmp_path / "market"), epochs=1)
+    with torch.random.fork_rng(devices=[]):
+        train_run(cfg, out, command="pytest")
+    orphans = [out / "checkpoints" / ".best.pt.k1ll3d.tmp", out / ".status.json.x9.tmp",
+               out / "probes" / ".epoch_0001.npz.q.tmp"]
+    for p in orphans:
+        p.write_bytes(b"half a file")
+    keep = out / "checkpoints" / "notes.tmp"  # not one of ours (not hidden): left alone
+    keep.write_text("x")
+    with torch.random.fork_rng(devices=[]):
+        train_run(cfg, out, resume=True, resume_updates={"optim.epochs": 2}, command="pytest")
+    assert not [p for p in orphans if p.exists()] and keep.exists()
+    assert not list(out.rglob(".*.tmp"))
+    record("orphan checkpoints/.best.pt.*.tmp (and status/probe temporaries) before --resume", "train_run --resume",
+           "removed; resume finished")
+
+
 def test_run_dir_turning_read_only_reports_the_first_failure(tmp_path: Path, record) -> None:
     """chattr +i on the run directory after epoch 1: the write that failed is reported (not release_lock's),
     and the run reads failed once the trainer is gone."""
@@ -217,19 +251,13 @@ def test_run_dir_turning_read_only_reports_the_first_failure(tmp_path: Path, rec
 
     import torch
 
-    from esnet.config import Config, override
     from esnet.engine.callbacks import Callback
     from esnet.engine.run import train_run
 
     if shutil.which("chattr") is None or os.geteuid() != 0:
         pytest.skip("needs chattr and root (CAP_LINUX_IMMUTABLE)")
-    market = tiny_market(tmp_path / "market")
     out = tmp_path / "run"
-    cfg = override(Config(), {
-        "data.dataset": "market1501", "data.root": str(market), "data.height": 32, "data.width": 16,
-        "data.batch_size": 8, "data.num_instances": 2, "data.workers": 0, "model.backbone": "mobilenet_v2",
-        "optim.epochs": 3, "optim.warmup_epochs": 1, "train.device": "cpu", "train.eval_every": 0,
-        "train.probe_count": 2, "train.max_iters_per_epoch": 1})
+    cfg = _tiny_cfg(tiny_market(tmp_path / "market"), epochs=3)
 
     class Freeze(Callback):
         def on_epoch_end(self, epoch: int, record: dict) -> None:
