@@ -252,9 +252,16 @@ class SearchOutcome:
     result: api.SearchResult | None = field(default=None)
 
 
+MAX_UPLOADS = 16
+"""Query images searched per request; more wait for another search (one session must not hold the server for minutes)."""
+
+
 def search_uploads(inf: api.Inference, gallery: api.Gallery, files: Sequence[tuple[str, bytes]], *,
                    topk: int = 10) -> SearchOutcome:
     """Decode uploaded files and rank the gallery for each one that is a readable image.
+
+    At most :data:`MAX_UPLOADS` files are read; for more, the first ones are searched and
+    ``errors`` says how many were left out and why.
 
     Args:
         inf: the model (``app.cache.inference``).
@@ -265,6 +272,11 @@ def search_uploads(inf: api.Inference, gallery: api.Gallery, files: Sequence[tup
         ``SearchOutcome``; unreadable files are reported in ``errors``, never raised.
     """
     queries, errors = [], []
+    if len(files) > MAX_UPLOADS:
+        errors.append(f"{len(files)} images uploaded, at most {MAX_UPLOADS} are searched at once: searched the first "
+                      f"{MAX_UPLOADS}, left out {len(files) - MAX_UPLOADS} (from {api.printable(files[MAX_UPLOADS][0])!r} "
+                      "on); remove some and search again for the rest")
+        files = files[:MAX_UPLOADS]
     for name, data in files:
         try:
             queries.append(Upload(name, hashlib.sha256(data).hexdigest(), api.read_image(data, name=name)))

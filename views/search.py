@@ -25,7 +25,7 @@ st.caption(f"Calibrated operating point: **{best:.3f}** (max TPR − FPR on {t.d
 
 if not files:
     st.info(f"Upload one or more query images (up to {st.get_option('server.maxUploadSize')} MB each) to search "
-            f"the {rep.num_gallery} gallery images of {t.dataset}.")
+            f"the {rep.num_gallery} gallery images of {t.dataset}; up to {mv.MAX_UPLOADS} are searched at once.")
     st.stop()
 
 with mv.shown_errors("Cannot index the gallery"):

@@ -354,3 +354,26 @@ def test_control_characters_in_file_names_are_escaped(tmp_path: Path, capsys, re
     assert lines[0] == f"query {tmp_path}/q\\tx.jpg", lines[0]
     record("gallery file name with a newline and ESC; query name with a TAB", "esnet search (text output)",
            "escaped: one row per hit", hit.strip())
+
+
+def test_search_uploads_are_capped(monkeypatch, record) -> None:
+    """50 query images in one upload: the first 16 are searched, the rest named in one message."""
+    import io
+
+    from PIL import Image
+
+    from app import model_views as mv
+    from esnet import api
+
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 32), (1, 2, 3)).save(buf, format="PNG")
+    files = [(f"q{i:02d}.png", buf.getvalue()) for i in range(50)]
+    searched = []
+    monkeypatch.setattr(api, "search_images", lambda inf, gallery, images, topk: searched.append(len(images)) or "r")
+    outcome = mv.search_uploads(None, list(range(100)), files, topk=5)
+    assert searched == [mv.MAX_UPLOADS] == [16] and len(outcome.queries) == 16
+    assert [q.name for q in outcome.queries] == [f"q{i:02d}.png" for i in range(16)]
+    (message,) = outcome.errors
+    assert message.startswith("50 images uploaded, at most 16 are searched at once") and "'q16.png'" in message
+    record("50 query images in one upload", "Search page (search_uploads)", "first 16 searched; the rest named",
+           message)
