@@ -37,8 +37,8 @@ reference_evaluate = _bench.reference_evaluate
 @pytest.fixture(params=["auto", "sparse", "dense"])
 def path(request, monkeypatch):
     """Run a test under the automatic choice and with each ranking path forced."""
-    ratio = {"auto": metrics._SPARSE_WORK_RATIO, "sparse": float("inf"), "dense": 0.0}[request.param]
-    monkeypatch.setattr(metrics, "_SPARSE_WORK_RATIO", ratio)
+    ratio = {"auto": metrics.rank._SPARSE_WORK_RATIO, "sparse": float("inf"), "dense": 0.0}[request.param]
+    monkeypatch.setattr(metrics.rank, "_SPARSE_WORK_RATIO", ratio)
     return request.param
 
 
@@ -429,7 +429,7 @@ def test_re_ranking_features_is_chunked_without_changing_the_result(monkeypatch)
     rng = np.random.default_rng(4)
     qf, gf = rng.standard_normal((12, 5)), rng.standard_normal((40, 5))
     whole = metrics.re_ranking_features(qf, gf, k1=6, k2=3)
-    monkeypatch.setattr(metrics, "CHUNK_BYTES", 1)  # one row (one pair) per chunk everywhere
+    monkeypatch.setattr(metrics.rerank, "CHUNK_BYTES", 1)  # one row (one pair) per chunk everywhere
     # Equal up to float32 rounding (a matmul's last bit depends on the block shape).
     np.testing.assert_allclose(metrics.re_ranking_features(qf, gf, k1=6, k2=3), whole, atol=1e-6)
 
@@ -456,7 +456,7 @@ def test_re_ranking_lambda_one_is_the_squared_distance_over_its_row_maximum():
 
 
 def test_re_ranking_refuses_too_many_items(monkeypatch):
-    monkeypatch.setattr(metrics, "MAX_RERANK_ITEMS", 10)
+    monkeypatch.setattr(metrics.rerank, "MAX_RERANK_ITEMS", 10)
     qg, qq, gg = _features_dists(0, 3, 8)
     with pytest.raises(ValueError, match=r"Q \+ G = 11 exceeds MAX_RERANK_ITEMS = 10"):
         re_ranking(qg, qq, gg, k1=2, k2=1)

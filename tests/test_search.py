@@ -229,7 +229,7 @@ def test_rerank_ivf_with_all_candidates_equals_exact(monkeypatch) -> None:
 
 
 def test_rerank_refuses_large_gallery(monkeypatch) -> None:
-    monkeypatch.setattr(metrics, "MAX_RERANK_ITEMS", 41)  # the one re-ranking limit
+    monkeypatch.setattr(metrics.rerank, "MAX_RERANK_ITEMS", 41)  # the one re-ranking limit
     g = random_unit(16, 41, 4)
     with pytest.raises(ValueError, match=r"1 queries \+ 41 gallery items: Q \+ G = 42 exceeds MAX_RERANK_ITEMS = 41"):
         search(build_index(g), g[:1], rerank=True)
