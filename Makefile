@@ -35,7 +35,7 @@ $(UMAP_STAMP): $(STAMP)
 	@touch $@
 
 run: $(STAMP) $(UMAP_STAMP) demo-data
-	$(VENV)/bin/streamlit run streamlit_app.py --server.port $(PORT)
+	$(VENV)/bin/streamlit run app/main.py --server.port $(PORT)
 
 # Real Market-1501 (optional): when ../shared/data holds its archives, unpack them once into
 # .cache/ (never committed) so the tests that check the real layout run instead of skipping.
@@ -54,7 +54,7 @@ results: $(STAMP) $(UMAP_STAMP)
 	@test -d "$(MARKET)/bounding_box_train" || { echo "MARKET=$(MARKET) is not a Market-1501 folder (no bounding_box_train/): \
 	make results MARKET=/path/to/market1501, or run make test once with ../shared/data present" >&2; exit 2; }
 	ESNET_RUNS_DIR=$(CURDIR)/results/market1501 ESNET_DATASET_ROOT=$(abspath $(MARKET)) \
-		$(VENV)/bin/streamlit run streamlit_app.py --server.port $(PORT)
+		$(VENV)/bin/streamlit run app/main.py --server.port $(PORT)
 
 # The browser tests (tests/browser) drive Debian's Chromium through Playwright: install it when missing.
 CHROMIUM_HELP := install Chromium so that 'chromium' is on PATH (Debian: apt-get install chromium), then re-run make test

@@ -1,6 +1,6 @@
 """The sidebar every page shares: runs directory, focused run, dataset root.
 
-The router (streamlit_app.py) calls :func:`sidebar` before running the page, so its widgets
+The router (app/main.py) calls :func:`sidebar` before running the page, so its widgets
 belong to the entry point and keep their values across page switches; pages read the result
 with :func:`current`. Typed paths are confined by ``api.confine_path`` to the repository,
 ``$HOME``, ``$ESNET_ALLOWED_ROOTS`` and the configured defaults (``$ESNET_RUNS_DIR``,
@@ -147,7 +147,7 @@ def focus(run: str) -> None:
 def current() -> Selection:
     """The :class:`Selection` the router's sidebar drew in this script run (call once per page).
 
-    When a page file runs without the router (e.g. ``streamlit run views/x.py``), the sidebar
+    When a page file runs without the router (e.g. ``streamlit run pages/x.py``), the sidebar
     is drawn here instead.
     """
     sel = st.session_state.pop(_KEY_SELECTION, None)

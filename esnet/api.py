@@ -1,4 +1,4 @@
-"""The façade the dashboard (app/, views/) imports: plain functions returning data.
+"""The façade the dashboard (app/, pages/) imports: plain functions returning data.
 
 Pages never import torch or esnet internals; they call these.
 """

@@ -1,6 +1,6 @@
 """Browser end-to-end fixtures: a real ``streamlit run`` server and a headless Chromium page.
 
-The server runs the dashboard (streamlit_app.py) on a free port of 127.0.0.1 in its own
+The server runs the dashboard (app/main.py) on a free port of 127.0.0.1 in its own
 process group, on the embedded demo runs (assets/demo_runs), the suite's demo data and the
 suite's embedding cache (tests/conftest.py), so embeddings other tests computed are reused.
 Fixtures are module-scoped: under pytest-xdist each worker that runs browser tests starts its
@@ -73,7 +73,7 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory, demo_data: Path, embeddi
         url = f"http://127.0.0.1:{port}"
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port),
+                [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port),
                  "--server.address", "127.0.0.1", "--server.headless", "true",
                  "--browser.gatherUsageStats", "false"],
                 cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

@@ -1,7 +1,7 @@
 """What the dashboard exposes: bind address, upload size, raw HTML, dangerous calls, typed paths.
 
 The source scans are AST-based, so they fail when a *new* unsafe use appears anywhere in
-streamlit_app.py, app/, views/ or esnet/, naming file and line.
+app/ (the router app/main.py among them), pages/ or esnet/, naming file and line.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 from esnet import api
 
 REPO = Path(__file__).resolve().parents[2]
-UI_FILES = sorted([REPO / "streamlit_app.py", *(REPO / "app").rglob("*.py"), *(REPO / "views").rglob("*.py")])
+UI_FILES = sorted([*(REPO / "app").rglob("*.py"), *(REPO / "pages").rglob("*.py")])
 ALL_FILES = sorted({*UI_FILES, *(REPO / "esnet").rglob("*.py")})
 MAX_UPLOAD_MB = 50
 """Upper bound the test allows for server.maxUploadSize (MB); uploads are single person crops."""
@@ -128,7 +128,7 @@ def test_no_raw_html_with_user_text(record) -> None:
     bad = [b for f in UI_FILES for b in unsafe_html_uses(f.read_text(encoding="utf-8"), _rel(f))]
     assert not bad, "raw HTML built from non-constant text:\n" + "\n".join(bad)
     assert len(UI_FILES) > 3
-    record(f"raw HTML in {len(UI_FILES)} UI files (streamlit_app.py, app/, views/)",
+    record(f"raw HTML in {len(UI_FILES)} UI files (app/, pages/)",
            "AST scan", "none built from user text")
 
 

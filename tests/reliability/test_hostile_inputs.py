@@ -146,7 +146,7 @@ def test_sidebar_survives_hostile_run_files(tmp_path: Path, demo_root: Path, mon
     _no_exception(at)
     table = frame_with(at, "best_mAP").set_index("run")
     assert table.loc["overflow", "state"] == "failed" and table.loc["deep", "state"] == "finished"
-    for page in ("views/monitor.py", "views/pooling.py", "views/erasing.py"):
+    for page in ("../pages/monitor.py", "../pages/pooling.py", "../pages/erasing.py"):
         for run in ("overflow", "deep"):
             at.sidebar.selectbox(key=state.KEY_RUN).set_value(run)
             at.switch_page(page).run()

@@ -17,7 +17,7 @@ from streamlit.testing.v1 import AppTest
 
 
 ROOT = Path(__file__).resolve().parents[2]
-ENTRY = str(ROOT / "streamlit_app.py")
+ENTRY = str(ROOT / "app" / "main.py")
 DEMO_RUN = Path(os.environ.get("ESNET_TEST_DEMO_RUN", ROOT / "assets" / "demo_runs" / "esnet-p"))
 RUN = "esnet-p"
 TIMEOUT = 300  # seconds per script run: the first evaluation embeds 1,020 images on a shared CPU
@@ -54,13 +54,13 @@ def demo_env(tmp_path_factory: pytest.TempPathFactory, demo_data: Path, embeddin
 
 
 def open_page(page: str, *, state: dict | None = None) -> AppTest:
-    """An AppTest of the router switched to ``views/<page>.py`` and run once (``state`` preset first)."""
+    """An AppTest of the router switched to ``pages/<page>.py`` and run once (``state`` preset first)."""
     at = AppTest.from_file(ENTRY, default_timeout=TIMEOUT)
     for key, value in (state or {}).items():
         at.session_state[key] = value
     at.run()  # the router first: the page reads the sidebar's selection (switching before a run skips it)
     assert not at.exception, at.exception
-    return at.switch_page(f"views/{page}.py").run()
+    return at.switch_page(f"../pages/{page}.py").run()
 
 
 def broken_run(runs_dir: Path, name: str, checkpoint: bytes | None = None, *, source: Path = DEMO_RUN) -> Path:

@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 from esnet.data.demo import generate_demo
 
 ROOT = Path(__file__).resolve().parents[2]
-ENTRY = str(ROOT / "streamlit_app.py")
+ENTRY = str(ROOT / "app" / "main.py")
 
 
 def tiny_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -23,7 +23,8 @@ def tiny_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def open_app(monkeypatch: pytest.MonkeyPatch, runs_dir: Path, demo_root: Path, page: str | None = None, *,
              allowed: list[Path] | None = None) -> AppTest:
-    """The dashboard on ``runs_dir`` (``$ESNET_RUNS_DIR``), switched to ``page`` (e.g. "views/monitor.py").
+    """The dashboard on ``runs_dir`` (``$ESNET_RUNS_DIR``), switched to ``page`` (e.g. "../pages/monitor.py",
+    relative to the entry app/main.py).
 
     ``$ESNET_ALLOWED_ROOTS`` is ``allowed`` (default: the parent of ``runs_dir``).
     """

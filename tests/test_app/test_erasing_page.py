@@ -8,7 +8,7 @@ from app import state
 from tests.synthetic import make_run
 from tests.test_app.runpages import open_app, plotly_specs, plotly_values, tiny_demo
 
-PAGE = "views/erasing.py"
+PAGE = "../pages/erasing.py"
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from esnet.engine import rundir
 from tests.synthetic import make_run
 from tests.test_app.runpages import open_app, plotly_specs, plotly_values, tiny_demo
 
-PAGE = "views/monitor.py"
+PAGE = "../pages/monitor.py"
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import pytest
 from tests.synthetic import make_run
 from tests.test_app.runpages import frame_with, open_app, plotly_specs, plotly_values, tiny_demo
 
-PAGE = "views/pooling.py"
+PAGE = "../pages/pooling.py"
 
 
 @pytest.fixture(scope="module")

@@ -37,7 +37,7 @@ def test_results_are_committed() -> None:
 
 @pytest.mark.parametrize("results", [d for d in RESULT_DIRS if d in COMMITTED.values()], ids=lambda d: d.name)
 def test_pooling_page_lists_committed_runs_with_their_best_map(results, demo_root, monkeypatch) -> None:
-    at = open_app(monkeypatch, results, demo_root, "views/pooling.py", allowed=[ROOT])
+    at = open_app(monkeypatch, results, demo_root, "../pages/pooling.py", allowed=[ROOT])
     assert not at.exception, at.exception
     frame = frame_with(at, "best_mAP").set_index("run")
     assert set(frame.index) <= {r for r, d in COMMITTED.items() if d == results} and len(frame) >= 1
@@ -49,7 +49,7 @@ def test_pooling_page_lists_committed_runs_with_their_best_map(results, demo_roo
 
 def _open_erasing(monkeypatch, demo_root, allowed):
     run = WITH_PROBES[0]
-    at = open_app(monkeypatch, COMMITTED[run], demo_root, "views/erasing.py", allowed=allowed)
+    at = open_app(monkeypatch, COMMITTED[run], demo_root, "../pages/erasing.py", allowed=allowed)
     at.sidebar.selectbox(key=state.KEY_RUN).set_value(run).run()
     return at
 

@@ -158,9 +158,9 @@ def test_stop_button_stops_the_chosen_running_run(runs, demo_root, monkeypatch) 
 def test_sidebar_choices_survive_a_page_switch(runs, demo_root, monkeypatch) -> None:
     at = open_app(monkeypatch, runs, demo_root)
     at.sidebar.selectbox(key=state.KEY_RUN).set_value("esnet-avg").run()
-    at.switch_page("views/monitor.py").run()
+    at.switch_page("../pages/monitor.py").run()
     assert at.title[0].value.endswith("esnet-avg")
-    at.switch_page("views/runs.py").run()
+    at.switch_page("../pages/runs.py").run()
     assert at.sidebar.selectbox(key=state.KEY_RUN).value == "esnet-avg"
 
 
