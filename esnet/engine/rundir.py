@@ -41,7 +41,9 @@ Layout (``<run_dir>/``)::
     probes/probes.json     the fixed probe set, chosen once from train.seed:
                            {"probes": [{"index" (into the train split), "path"
                             (absolute), "relpath" (relative to the dataset root), "pid"
-                            (dataset id), "label" (training class 0..N-1), "camid",
+                            (dataset id), "label" (training class 0..N-1), "camid"
+                            (0-based), "camera" (as in the file name; absent in runs
+                            written before it was recorded),
                             "image" ("images/NN.jpg", relative to probes/)}, ...],
                             "feature_size": [h, w], "input_size": [H, W]}
     probes/images/NN.jpg   each probe resized to the input size (RGB JPEG), so the run
@@ -86,7 +88,6 @@ import os
 import re
 import signal
 import stat
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -94,6 +95,7 @@ from typing import Any
 
 import numpy as np
 
+from esnet.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from esnet.config import Config, dumps, load
 
 CONFIG_FILE = "config.json"
@@ -211,49 +213,7 @@ def check_out_dir(run_dir: str | Path) -> None:
         )
 
 
-# --- atomic writing --------------------------------------------------------------------
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so readers see the old file or the new one, never a part.
-
-    A temporary file in the same directory (``.<name>.*.tmp``) is written, fsync'd and
-    renamed over ``path``; the directory is created if needed. On failure the temporary
-    file is removed and ``path`` is unchanged.
-    """
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, p)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(p.parent)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """:func:`atomic_write_bytes` of UTF-8 text."""
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> None:
-    """:func:`atomic_write_text` of ``obj`` as indented JSON (NaN/inf refused)."""
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n")
-
-
+# --- atomic writing: esnet.atomic's helpers (imported above); leftovers of dead writers --
 def remove_orphan_tmp(run_dir: str | Path) -> list[Path]:
     """Remove the temporary files (``.<name>.*.tmp``) a writer killed mid-write left in the run directory.
 
@@ -816,6 +776,7 @@ class ProbeEntry:
     label: int
     camid: int
     image: str
+    camera: int | None = None  # as in the file name; None: not recorded (older runs)
 
 
 @dataclass(frozen=True)
@@ -846,6 +807,7 @@ def read_probes(run_dir: str | Path) -> ProbeSet | None:
             ProbeEntry(
                 index=int(e["index"]), path=str(e["path"]), relpath=str(e["relpath"]), pid=int(e["pid"]),
                 label=int(e["label"]), camid=int(e["camid"]), image=str(pdir / e["image"]),
+                camera=int(e["camera"]) if "camera" in e else None,
             )
             for e in raw["probes"]
         )
