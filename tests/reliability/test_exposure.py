@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import ast
 import os
+import socket
+import subprocess
+import sys
+import time
 import tomllib
 from pathlib import Path
 
@@ -25,16 +29,71 @@ def _rel(p: Path) -> str:
     return str(p.relative_to(REPO))
 
 
-# --- .streamlit/config.toml -----------------------------------------------------------------
+# --- app/.streamlit/config.toml -----------------------------------------------------------------
 @pytest.fixture(scope="module")
 def streamlit_config() -> dict:
-    return tomllib.loads((REPO / ".streamlit" / "config.toml").read_text(encoding="utf-8"))
+    """The entry script's config (app/.streamlit/), which the repository root's .streamlit/ links to."""
+    assert (REPO / ".streamlit" / "config.toml").resolve() == (REPO / "app" / ".streamlit" / "config.toml").resolve()
+    return tomllib.loads((REPO / "app" / ".streamlit" / "config.toml").read_text(encoding="utf-8"))
 
 
 def test_binds_localhost_only(streamlit_config: dict, record) -> None:
     """The dashboard listens on 127.0.0.1 unless the user passes --server.address."""
     assert streamlit_config["server"]["address"] == "127.0.0.1"
-    record("server.address in .streamlit/config.toml", "streamlit run", "127.0.0.1 (loopback only)")
+    record("server.address in app/.streamlit/config.toml", "streamlit run", "127.0.0.1 (loopback only)")
+
+
+def _listening_addresses(port: int) -> set[str]:
+    """The local addresses of the TCP sockets listening on ``port`` (Linux: /proc/net/tcp and tcp6)."""
+    found = set()
+    for table, family in (("/proc/net/tcp", socket.AF_INET), ("/proc/net/tcp6", socket.AF_INET6)):
+        if not os.path.exists(table):
+            continue
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            addr, port_hex = local.split(":")
+            if state != "0A" or int(port_hex, 16) != port:  # 0A = LISTEN
+                continue
+            raw = bytes.fromhex(addr)  # 32-bit words in host (little-endian) order
+            raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+            found.add(socket.inet_ntop(family, raw))
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["the repository root", "another directory"])
+def test_streamlit_run_listens_on_loopback_only(where: str, tmp_path: Path, record) -> None:
+    """`streamlit run app/main.py` with no --server.address listens on 127.0.0.1 alone, started from the
+    repository root or from anywhere else: Streamlit reads .streamlit/config.toml in the working directory
+    and, after it, the one beside the script (app/.streamlit/config.toml)."""
+    if not os.path.exists("/proc/net/tcp"):
+        pytest.skip("reads the listening sockets from /proc/net/tcp (Linux)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cwd = REPO if where == "the repository root" else tmp_path
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMLIT_")}
+    env["HOME"] = str(tmp_path)  # no user-level ~/.streamlit/config.toml
+    log = tmp_path / "server.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(REPO / "app" / "main.py"),
+                                 "--server.port", str(port), "--server.headless", "true"],
+                                cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while not (addresses := _listening_addresses(port)) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(0.5)  # a wildcard server binds its IPv4 and IPv6 sockets one after the other
+        addresses = _listening_addresses(port)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    assert addresses == {"127.0.0.1"}, f"listening on {addresses or 'nothing'}; server log:\n{log.read_text()[-2000:]}"
+    record(f"streamlit run app/main.py from {where}", "server socket", "listens on 127.0.0.1 only")
 
 
 def test_upload_size_is_bounded(streamlit_config: dict, record) -> None:
