@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from esnet.atomic import atomic_path
 from esnet.config import Config, from_dict, to_dict
 from esnet.model import ESNet, build_model, is_legacy_mobilenet_v2, remap_legacy_mobilenet_v2
 from esnet.model.pooling import q_from_p
@@ -133,21 +134,16 @@ def _first_line(e: BaseException) -> str:
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    """Write obj to path via a temporary file in the same directory + os.replace.
+    """Write obj to path atomically (``esnet.atomic.atomic_path``: a temporary file in the same
+    directory, fsync'd, renamed over ``path``, the directory fsync'd).
 
     The temporary file is re-read with ``weights_only=True`` (memory-mapped, so cheap)
     before it replaces ``path``: everything saved can be loaded by ``load_checkpoint``.
     On any failure the temporary file is removed and ``path`` is left as it was.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as f:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
             torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
         try:
             torch.load(tmp, map_location="cpu", weights_only=True, mmap=True)
         except pickle.UnpicklingError as e:
@@ -155,15 +151,6 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
                 f"not saving {str(path)!r}: the checkpoint holds objects that weights_only loading refuses "
                 f"(keep optimizer/scheduler state and 'extra' to tensors and plain data). {_unpickling_detail(e)}"
             ) from None
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def save_checkpoint(

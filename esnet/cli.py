@@ -201,25 +201,13 @@ def _dataset_args(args: argparse.Namespace, inf) -> tuple[str, str]:
 
 
 def _atomic_write(path: str | Path, write: Callable) -> Path:
-    """``write(binary file)`` into a temporary file next to ``path``, then rename it over ``path``."""
-    import os
-    import tempfile
+    """``write(binary file)`` into ``path`` atomically (``esnet.atomic``); a directory is refused."""
+    from esnet.atomic import atomic_write
 
     dest = Path(path)
     if dest.is_dir():
         raise ValueError(f"output {str(dest)!r} is a directory; give a file path")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return dest
+    return atomic_write(dest, write)
 
 
 def _not_a_dir(flag: str, path: str | None) -> bool:

@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -28,12 +27,13 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from esnet.atomic import atomic_write_bytes, replace_with, temp_beside
 from esnet.checkpoint import CheckpointError, load_model
 from esnet.config import Config
 from esnet.data.images import ImageError, load_rgb
 from esnet.data.transforms import build_transforms
 from esnet.data.types import ReidData, Sample
-from esnet.engine.rundir import atomic_write_bytes, checkpoint_path
+from esnet.engine.rundir import checkpoint_path
 from esnet.engine.trainer import resolve_device
 from esnet.model import ESNet
 
@@ -298,11 +298,9 @@ def _read_cache(cache: Path, key: str, sha: str, flip: bool) -> Embeddings | Non
 
 def _tmp_memmap(cache: Path, key: str, shape: tuple[int, int], tmps: list[Path]) -> np.memmap:
     """A new (rows, D) float32 .npy memmap in a temporary file of ``cache``; its path is appended to tmps."""
-    cache.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{key}.npy.", suffix=".tmp", dir=cache)
-    os.close(fd)
-    tmps.append(Path(name))
-    return np.lib.format.open_memmap(name, mode="w+", dtype=np.float32, shape=shape)
+    tmp = temp_beside(cache / f"{key}.npy")
+    tmps.append(tmp)
+    return np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
 
 
 def embed_samples(inf: Inference, samples: Sequence[Sample], *, batch_size: int = 64, workers: int = 0,
@@ -362,7 +360,7 @@ def embed_samples(inf: Inference, samples: Sequence[Sample], *, batch_size: int 
                 out = small
             out.flush()
             del out, features
-            os.replace(tmps[-1], cache / f"{key}.npy")
+            replace_with(tmps[-1], cache / f"{key}.npy")
             atomic_write_bytes(cache / f"{key}.json", json.dumps(meta).encode("utf-8"))
             features = np.load(cache / f"{key}.npy", mmap_mode="r", allow_pickle=False)
     finally:
