@@ -10,7 +10,6 @@ Chromium is Debian's (``chromium`` on PATH, installed by ``make test``); Playwri
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -25,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from esnet.atomic import atomic_write_json
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_RUNS = REPO / "assets" / "demo_runs"
@@ -115,7 +116,4 @@ def timings() -> Iterator[dict[str, Any]]:
     """Seconds measured by the tests; written to .cache/screenshots/timings.json at the end of the module."""
     out: dict[str, Any] = {}
     yield out
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    tmp = SCREENSHOTS / f".timings.json.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, SCREENSHOTS / "timings.json")
+    atomic_write_json(SCREENSHOTS / "timings.json", out)

@@ -34,6 +34,7 @@ from pathlib import Path
 import pytest
 
 import esnet
+from esnet.atomic import atomic_write_text
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -184,7 +185,7 @@ def _maybe_write(fragments: list[dict], target: Path) -> None:
         for r in f["records"]:
             records.setdefault(r["nodeid"], []).append(r)
     docs = fragments[0]["docs"]
-    _atomic_write(target, render(collected, records, results, docs))
+    atomic_write_text(target, render(collected, records, results, docs))
 
 
 def render(collected: list[str], records: dict[str, list[dict]], results: dict[str, str],
@@ -217,18 +218,3 @@ def render(collected: list[str], records: dict[str, list[dict]], results: dict[s
         lines += [f"## {Path(file).stem.removeprefix('test_').replace('_', ' ')} (`{file}`)", "",
                   "| case | door | outcome | message | result |", "|---|---|---|---|---|", *rows, ""]
     return "\n".join(lines)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
