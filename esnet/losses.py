@@ -42,9 +42,13 @@ def cross_entropy_smooth(logits: torch.Tensor, pids: torch.Tensor, *, epsilon: f
     return -(targets * log_probs).sum(dim=1).mean()
 
 
-def pairwise_distance(feats: torch.Tensor) -> torch.Tensor:
-    """Euclidean distances ``||f_i - f_j||``: (B, D) -> (B, B) float32 (0 on the diagonal,
-    with a zero gradient there)."""
+def batch_euclidean_distance(feats: torch.Tensor) -> torch.Tensor:
+    """Euclidean distances ``||f_i - f_j||`` within a training batch, differentiable: (B, D) ->
+    (B, B) float32 (0 on the diagonal, with a zero gradient there).
+
+    For the triplet loss. Evaluation's query x gallery distances (cosine or Euclidean, numpy,
+    no gradient, chunked) are ``esnet.metrics.pairwise_distance``.
+    """
     x = feats.float()
     sq = x.pow(2).sum(dim=1)  # (B,)
     d2 = sq[:, None] + sq[None, :] - 2.0 * x @ x.t()  # (B, B)
@@ -73,7 +77,7 @@ def batch_hard_triplet(feats: torch.Tensor, pids: torch.Tensor, *, margin: float
         raise ValueError(f"pids must be (B,) = ({feats.shape[0]},), got shape {tuple(pids.shape)}")
     if margin < 0:
         raise ValueError(f"margin must be >= 0, got {margin!r}")
-    dist = pairwise_distance(feats)  # (B, B)
+    dist = batch_euclidean_distance(feats)  # (B, B)
     same = pids[:, None] == pids[None, :]  # (B, B)
     if bool(same.all()):
         raise ValueError("batch_hard_triplet needs at least 2 identities in the batch, got 1")

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from esnet.config import LossConfig
-from esnet.losses import accuracy, batch_hard_triplet, cross_entropy_smooth, pairwise_distance, total_loss
+from esnet.losses import accuracy, batch_euclidean_distance, batch_hard_triplet, cross_entropy_smooth, total_loss
 from esnet.model import ESNetOutput
 
 
@@ -54,7 +54,7 @@ def test_triplet_is_finite_on_duplicate_points_and_needs_two_ids():
     assert torch.isfinite(loss) and torch.isfinite(feats.grad).all()
     with pytest.raises(ValueError, match="at least 2 identities"):
         batch_hard_triplet(feats, torch.tensor([2, 2, 2, 2]), margin=0.3)
-    d = pairwise_distance(torch.tensor([[0.0, 0.0], [3.0, 4.0]]))
+    d = batch_euclidean_distance(torch.tensor([[0.0, 0.0], [3.0, 4.0]]))
     torch.testing.assert_close(d, torch.tensor([[0.0, 5.0], [5.0, 0.0]]), atol=1e-5, rtol=0)
 
 

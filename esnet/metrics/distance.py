@@ -44,7 +44,9 @@ def pairwise_distance(
 ) -> np.ndarray:
     """Query x gallery distance matrix with torch matmul, in chunks of query rows.
 
-    Computed on the device of the inputs (numpy -> CPU), in float32.
+    Computed on the device of the inputs (numpy -> CPU), in float32, without gradient: for
+    evaluation, search and re-ranking. The triplet loss's differentiable within-batch
+    distances are ``esnet.losses.batch_euclidean_distance``.
 
     Args:
         qf: (Q, D) query features, any norm.
