@@ -28,6 +28,7 @@ from esnet.data.check import check_dataset
 from esnet.data.datasets import DATASETS, load_dataset
 from esnet.data.datasets import VEHICLEID_TEST_SIZES as _VEHICLEID_LISTS
 from esnet.data.images import ImageError
+from esnet.paths import default_cache_dir  # embeddings and projections: default_cache_dir()
 from esnet.data.types import DatasetError
 from esnet.embedding import TEST_SELECTED, Embeddings, Inference, is_test_selected
 from esnet.evaluation import EvalReport, VehicleIDReport
@@ -128,11 +129,6 @@ def run_status(run_dir: str | Path) -> rundir.RunStatus:
 
 
 # --- inference: load, embed, search, evaluate, saliency, projections -------------------------
-def default_cache_dir() -> Path:
-    """Where embeddings and projections are cached (``$ESNET_CACHE_DIR`` or ``.cache/esnet``)."""
-    return Path(os.environ.get("ESNET_CACHE_DIR", REPO_ROOT / ".cache" / "esnet"))
-
-
 def printable(text: str) -> str:
     """``text`` safe to display: a file name that is not valid UTF-8 reaches Python with lone
     surrogates (``\\udcff``), which a browser cannot be sent; they become ``\\xff`` escapes."""

