@@ -10,7 +10,6 @@ legacy torchvision key layout; ``esnet.checkpoint.load_backbone_weights`` remaps
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
 import sys
 import tempfile
