@@ -26,6 +26,7 @@ VIEWPORT = {"width": 1440, "height": 900}
 PAGE_MS = 90_000  # a run page's first view (the first script run imports torch: ~20 s on a busy CPU)
 MODEL_MS = 240_000  # a model page's first view: evaluates the checkpoint, embeds the demo gallery if uncached
 RERUN_MS = 60_000  # a widget change on a page already shown
+WARM_SWITCH_S = 20.0  # a second visit: model and gallery are cached (st.cache_resource); ~1-5 s on a busy 2-core CPU
 
 Key = Callable[[Page], Locator]
 
@@ -298,10 +299,13 @@ def test_evaluate_shows_metrics_and_curves(app: Page, visited: dict[str, float])
     expect(app.get_by_role("heading", name=re.compile("Per-query results"))).to_be_visible()
 
 
-# --- timings (printed and written, not asserted) ------------------------------------------------
+# --- timings (printed and written; the warm switch bounded) ---------------------------------------
 def test_warm_page_switch_times(app: Page, visited: dict[str, float], timings: dict[str, Any],
                                 record_property: Callable[[str, object], None]) -> None:
-    """Second visit of every page: click in the sidebar -> key element visible (seconds)."""
+    """Second visit of every page: click in the sidebar -> key element visible within ``WARM_SWITCH_S`` seconds.
+
+    The bound is generous (the machine is shared); it catches a page that redoes its slow work
+    (re-embedding, reloading the checkpoint) on every visit instead of reading the caches."""
     for title in PAGES:
         if title not in visited:  # this test runs alone: show the page once first
             _visit(app, title, visited)
@@ -313,6 +317,8 @@ def test_warm_page_switch_times(app: Page, visited: dict[str, float], timings: d
              *(f"{t:<20} first view {visited[t]:6.2f} s · warm switch {warm[t]:5.2f} s" for t in PAGES)]
     record_property("browser_timings", "\n".join(lines))  # printed in the terminal summary (tests/conftest.py)
     print("\n".join(lines))
+    slow = {t: s for t, s in warm.items() if s > WARM_SWITCH_S}
+    assert not slow, f"warm page switches over {WARM_SWITCH_S:.0f} s: {slow}"
 
 
 def test_two_sessions_search_at_once_without_interfering(browser: Any, dashboard: str, demo_data: Path,
