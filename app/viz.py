@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import plotly.express as px
 import plotly.graph_objects as go
 from matplotlib import colormaps
 from PIL import Image
@@ -149,12 +148,31 @@ def p_distribution_figure(p_by_run: dict[str, pd.DataFrame]) -> go.Figure:
     return fig
 
 
-def cmc_figure(cmc: pd.DataFrame) -> go.Figure:
-    """CMC curves (``api.cmc_frame``: run, rank, cmc fraction), in %."""
-    if cmc.empty:
-        return _empty("CMC (best epoch)", "no evaluated epoch")
-    fig = px.line(cmc.assign(cmc=cmc["cmc"] * 100), x="rank", y="cmc", color="run", markers=True)
-    fig.update_layout(title="CMC (best epoch)", xaxis_title="rank", yaxis_title="matching rate (%)", **_LAYOUT)
+def cmc_figure(curves: dict[str, np.ndarray] | pd.DataFrame, *, max_rank: int = 20,
+               title: str | None = None) -> go.Figure:
+    """CMC curves as matching rate (%) vs rank, ranks 1..max_rank (the one CMC plot: the Pooling
+    page's runs and the Evaluate page's checkpoints).
+
+    Args:
+        curves: name -> (R,) fractions, rank 1 first; or an ``api.cmc_frame`` (run, rank,
+            cmc fraction: each run's best evaluated epoch).
+        max_rank: ranks shown.
+        title: None = "CMC (best epoch)" for an ``api.cmc_frame``, no title for a dict.
+    """
+    if isinstance(curves, pd.DataFrame):
+        title = "CMC (best epoch)" if title is None else title
+        curves = {str(run): rows.sort_values("rank")["cmc"].to_numpy()
+                  for run, rows in curves.groupby("run", sort=False)}
+    if not curves:
+        return _empty(title or "CMC", "no evaluated epoch")
+    fig = go.Figure()
+    lowest = 100.0
+    for name, cmc in curves.items():
+        cmc = 100.0 * np.asarray(cmc, dtype=np.float64)[:max_rank]  # (R,)
+        lowest = min(lowest, float(cmc.min()) if len(cmc) else lowest)
+        fig.add_trace(go.Scatter(x=np.arange(1, len(cmc) + 1), y=cmc, mode="lines+markers", name=name))
+    fig.update_layout(title=title or None, xaxis_title="rank", yaxis_title="matching rate (%)", **_LAYOUT)
+    fig.update_yaxes(range=[max(0.0, lowest - 5.0), 100.5])  # the rank-1 end, not 0-100, decides the view
     return fig
 
 

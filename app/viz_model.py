@@ -11,6 +11,7 @@ import plotly.graph_objects as go
 from matplotlib import colormaps
 from PIL import Image, ImageOps
 
+from app.viz import cmc_figure  # noqa: F401  (the one CMC plot; pages call viz_model.cmc_figure too)
 from esnet import api
 
 RIGHT = (22, 163, 74)  # green: same identity / accepted
@@ -56,20 +57,6 @@ def overlay(image: Image.Image, heat: np.ndarray, *, alpha: float = 0.45, cmap: 
     colours = colormaps[cmap](h)[..., :3].astype(np.float32)  # (H, W, 3)
     out = (1.0 - alpha) * rgb + alpha * colours
     return Image.fromarray(np.clip(out * 255.0 + 0.5, 0, 255).astype(np.uint8))
-
-
-def cmc_figure(curves: dict[str, np.ndarray], *, max_rank: int = 20) -> go.Figure:
-    """CMC curves (name -> (R,) fractions, rank 1 first) as percent vs rank."""
-    fig = go.Figure()
-    lowest = 100.0
-    for name, cmc in curves.items():
-        cmc = 100.0 * np.asarray(cmc, dtype=np.float64)[:max_rank]
-        lowest = min(lowest, float(cmc.min()) if len(cmc) else lowest)
-        fig.add_trace(go.Scatter(x=np.arange(1, len(cmc) + 1), y=cmc, mode="lines+markers", name=name))
-    fig.update_layout(xaxis_title="rank", yaxis_title="matching rate (%)", height=360,
-                      margin=dict(l=10, r=10, t=30, b=10), legend=dict(orientation="h", y=1.12))
-    fig.update_yaxes(range=[max(0.0, lowest - 5.0), 100.5])  # the rank-1 end, not 0-100, decides the view
-    return fig
 
 
 def roc_figure(fpr: np.ndarray, tpr: np.ndarray, *, auc: float, best_fpr: float, best_tpr: float) -> go.Figure:

@@ -51,3 +51,18 @@ def test_block_position_heatmap_counts_probes_per_epoch_and_centre() -> None:
     bars = viz.block_position_histogram(pos, 0).data[0]
     assert list(bars.x) == [0.125] and list(bars.y) == [2]
     assert viz.block_position_histogram(pos, 5).layout.annotations  # no record for that epoch
+
+
+def test_cmc_figure_is_one_plot_for_a_cmc_frame_and_for_named_curves() -> None:
+    from app import viz_model
+
+    assert viz_model.cmc_figure is viz.cmc_figure
+    frame = pd.DataFrame({"run": ["a"] * 3 + ["b"] * 3, "rank": [3, 1, 2] * 2, "cmc": [0.9, 0.5, 0.7, 1.0, 0.8, 0.9]})
+    from_frame = viz.cmc_figure(frame, max_rank=2)
+    from_dict = viz.cmc_figure({"a": np.array([0.5, 0.7, 0.9]), "b": np.array([0.8, 0.9, 1.0])}, max_rank=2)
+    for f, d in zip(from_frame.data, from_dict.data):
+        assert f.name == d.name and list(f.x) == list(d.x) == [1, 2] and np.allclose(f.y, d.y)
+    assert np.allclose(from_frame.data[0].y, [50.0, 70.0])  # percent, rank order
+    assert from_frame.layout.title.text == "CMC (best epoch)" and from_dict.layout.title.text is None
+    empty = viz.cmc_figure(frame.iloc[0:0])
+    assert not empty.data and "no evaluated epoch" in empty.layout.annotations[0].text
