@@ -15,7 +15,7 @@ import pandas as pd
 import streamlit as st
 from PIL import Image
 
-from app import cache, state, viz_model
+from app import cache, state, viz, viz_model
 from esnet import api
 
 EXPECTED_ERRORS = (api.CheckpointError, api.DatasetError, api.RunDirError, api.ImageError, ValueError, OSError)
@@ -138,7 +138,7 @@ def _image(path: str) -> Image.Image | None:
 
 # --- rank browser ------------------------------------------------------------------------------
 def ordered_queries(per_query: pd.DataFrame, order: str) -> pd.DataFrame:
-    """``per_query`` (query, path, pid, camid, ap, first_hit, ...) in display order.
+    """``per_query`` (query, path, pid, camid, camera, ap, first_hit, ...) in display order.
 
     ``worst first (AP)``: scored queries by AP ascending (ties: later first hit first), then the
     queries without a valid match. ``by query id``: by identity, then camera, then row.
@@ -155,18 +155,40 @@ def ordered_queries(per_query: pd.DataFrame, order: str) -> pd.DataFrame:
 
 
 def query_label(row: pd.Series) -> str:
-    """``#12 · id 34 · cam 2 · AP 0.41 · first hit 3`` for the query picker."""
+    """``#12 · id 34 · cam 2 · AP 0.41 · first hit 3`` for the query picker (camera as in the file
+    name, first hit a 1-based rank, both as ``per_query`` holds them)."""
     if not bool(row["valid"]):
-        return f"#{row['query']} · id {row['pid']} · cam {row['camid'] + 1} · no valid match"
-    return (f"#{row['query']} · id {row['pid']} · cam {row['camid'] + 1} · AP {row['ap']:.2f}"
-            f" · first hit {int(row['first_hit']) + 1}")
+        return f"#{row['query']} · id {row['pid']} · {viz.cam_text(row['camera'])} · no valid match"
+    return (f"#{row['query']} · id {row['pid']} · {viz.cam_text(row['camera'])} · AP {row['ap']:.2f}"
+            f" · first hit {int(row['first_hit'])}")
+
+
+def query_picker(queries: pd.DataFrame, order: str, *, rerank: bool) -> pd.Series:
+    """The Rank browser's query picker over ``queries`` (``ordered_queries``); returns the picked row.
+
+    Its labels carry the AP and first hit of the scoring shown (re-ranked or not). Streamlit sends
+    a selectbox's value to the browser as its label, so a widget whose labels change under one
+    key keeps showing the old label there: the key names the scoring too. Toggling re-ranking
+    keeps the picked query; changing the order starts from that order's first query.
+    """
+    key = f"rank_query_{order}_{'reranked' if rerank else 'cosine'}"
+    index = 0
+    carried = st.session_state.get("rank_query_pick")  # (order, query) picked on the last run
+    if key not in st.session_state and carried is not None and carried[0] == order:
+        hit = queries.index[queries["query"] == carried[1]]
+        index = int(hit[0]) if len(hit) else 0
+    pos = st.selectbox(f"Query ({len(queries)})", range(len(queries)), index=index, key=key,
+                       format_func=lambda i: query_label(queries.iloc[i]))
+    row = queries.iloc[pos]
+    st.session_state["rank_query_pick"] = (order, int(row["query"]))
+    return row
 
 
 def _hit_caption(hit: pd.Series) -> str:
     mark = "ignored" if hit["ignored"] else ("✓" if hit["correct"] else "✗")
     rank = "–" if hit["ignored"] else f"#{hit['rank']}"
     # One short item a line: the tiles are narrow (11 a row), a longer line wraps mid-phrase.
-    return f"{rank} {mark}  \nd={hit['distance']:.3f}  \nid {hit['pid']}  \ncam {hit['camid'] + 1}"
+    return f"{rank} {mark}  \nd={hit['distance']:.3f}  \nid {hit['pid']}  \n{viz.cam_text(hit['camera'])}"
 
 
 def ranking_strip(query_path: str, query_caption: str, ranking: pd.DataFrame, *, per_row: int = 11) -> None:
@@ -216,9 +238,9 @@ def picked_row(event: object) -> int | None:
 def neighbours_strip(frame: pd.DataFrame, row: int, neighbours: pd.DataFrame) -> None:
     """The picked image (blue) and its nearest neighbours, green when they share its identity."""
     me = frame.iloc[row]
-    tiles = [(me["path"], viz_model.QUERY, f"picked · id {me['pid']} · cam {me['camid'] + 1} · {me['split']}")]
+    tiles = [(me["path"], viz_model.QUERY, f"picked · id {me['pid']} · {viz.cam_text(me['camera'])} · {me['split']}")]
     tiles += [(n["path"], viz_model.hit_colour(n["pid"] == me["pid"]),
-               f"d={n['distance']:.3f} · id {n['pid']} · cam {n['camid'] + 1} · {n['split']}")
+               f"d={n['distance']:.3f} · id {n['pid']} · {viz.cam_text(n['camera'])} · {n['split']}")
               for _, n in neighbours.iterrows()]
     cols = st.columns(len(tiles))
     for col, (path, colour, caption) in zip(cols, tiles):
@@ -308,7 +330,7 @@ def search_hits(t: Target, upload: Upload, hits: pd.DataFrame, *, saliency: str,
         same = h["distance"] <= threshold
         colour = viz_model.RIGHT if same else viz_model.WRONG
         caption = (f"#{h['rank']} d={h['distance']:.3f} · {'same person' if same else 'different'}  \n"
-                   f"id {h['pid']} · cam {h['camid'] + 1}")
+                   f"id {h['pid']} · {viz.cam_text(h['camera'])}")
         tiles.append((viz_model.bordered(viz_model.overlay(im, heat), colour), caption, q_heat))
     head = st.columns([1, 1, 8])
     head[0].image(viz_model.bordered(upload.image, viz_model.QUERY), caption=upload.name, width="stretch")

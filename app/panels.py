@@ -177,7 +177,7 @@ def monitor(metrics: pd.DataFrame, status: Any, *, refresh_s: float | None) -> N
 def probe_caption(frame: api.ErasingFrame, index: int) -> str:
     """One line naming the probe and the erased block in feature cells."""
     top, _, h, _ = frame.box_cells
-    return f"#{index} · id {frame.pid} · cam {frame.camid} · erased rows {top}–{top + h - 1}"
+    return f"#{index} · id {frame.pid} · {viz.cam_text(frame.camera)} · erased rows {top}–{top + h - 1}"
 
 
 def block_meaning(model: dict[str, Any], epoch: int) -> str | None:

@@ -20,6 +20,11 @@ _LAYOUT = dict(height=320, margin=dict(l=10, r=10, t=40, b=10),
                legend=dict(orientation="h", yanchor="top", y=-0.3, title_text=""))
 
 
+def cam_text(camera: int) -> str:
+    """``cam 6`` for a camera number as in the file name (``Sample.camera``); ``cam –`` when unknown (-1)."""
+    return f"cam {int(camera)}" if int(camera) >= 0 else "cam –"
+
+
 def _empty(title: str, message: str) -> go.Figure:
     fig = go.Figure()
     fig.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")

@@ -69,16 +69,16 @@ def roc_figure(fpr: np.ndarray, tpr: np.ndarray, *, auc: float, best_fpr: float,
     return fig
 
 
-COLOUR_BY = {"identity": "pid", "camera": "camid", "split": "split"}
-"""Embedding scatter colouring choices -> projection frame column."""
+COLOUR_BY = {"identity": "pid", "camera": "camera", "split": "split"}
+"""Embedding scatter colouring choices -> projection frame column (``camera``: as in the file names)."""
 
 _PALETTE = px.colors.qualitative.Dark24 + px.colors.qualitative.Light24 + px.colors.qualitative.Alphabet
 
 
 def embedding_figure(frame: pd.DataFrame, colour_by: str, *, selected: int | None = None) -> go.Figure:
-    """Scatter of a projection frame (x, y, pid, camid, split, path) coloured by ``colour_by``.
+    """Scatter of a projection frame (x, y, pid, camid, camera, split, path) coloured by ``colour_by``.
 
-    Each point's ``customdata`` is [row, pid, camid, split, file name] so a selection
+    Each point's ``customdata`` is [row, pid, camera, split, file name] so a selection
     event maps back to the frame row. ``selected`` (a row) is ringed.
     """
     if colour_by not in COLOUR_BY:
@@ -87,7 +87,7 @@ def embedding_figure(frame: pd.DataFrame, colour_by: str, *, selected: int | Non
     df = frame.assign(row=np.arange(len(frame)), name=frame["path"].map(lambda p: api.printable(str(p).rsplit("/", 1)[-1])),
                       group=frame[col].astype(str))
     order = sorted(df["group"].unique(), key=lambda s: (len(s), s))
-    custom = ["row", "pid", "camid", "split", "name"]
+    custom = ["row", "pid", "camera", "split", "name"]
     if colour_by == "identity":
         # One trace per split with a colour per point: a trace per identity (px's way) costs
         # seconds to build and to draw for a few hundred identities, and their legend is useless.

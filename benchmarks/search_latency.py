@@ -54,7 +54,8 @@ def replicated_gallery(inf, size: int, seed: int) -> api.Gallery:
     reps = np.arange(size) // len(base)
     paths = tuple(f"{demo.paths[i % len(base)]}#{r}" for i, r in zip(range(size), reps))
     emb = Embeddings(features=rows, paths=paths, pids=demo.pids[np.arange(size) % len(base)],
-                     camids=demo.camids[np.arange(size) % len(base)], skipped=(), checkpoint_sha=inf.checkpoint_sha,
+                     camids=demo.camids[np.arange(size) % len(base)], cameras=demo.cameras[np.arange(size) % len(base)],
+                     skipped=(), checkpoint_sha=inf.checkpoint_sha,
                      flip=False, from_cache=False)
     return api.Gallery(embeddings=emb, index=build_index(rows, paths=list(paths), pids=emb.pids, camids=emb.camids))
 

@@ -240,7 +240,8 @@ def load_gallery(inf: Inference, *, folder: str | Path | None = None, dataset: s
     """:func:`embed` the gallery, then index it (``backend`` as ``esnet.search.build_index``)."""
     emb = embed(inf, folder=folder, dataset=dataset, root=root, split=split, flip=flip, cache_dir=cache_dir,
                 progress=progress, camera_regex=camera_regex)
-    index = build_index(emb.features, paths=list(emb.paths), pids=emb.pids, camids=emb.camids, backend=backend)
+    index = build_index(emb.features, paths=list(emb.paths), pids=emb.pids, camids=emb.camids, cameras=emb.cameras,
+                        backend=backend)
     return Gallery(embeddings=emb, index=index)
 
 
@@ -370,7 +371,8 @@ def embedding_projection(report: EvalReport, *, method: str = "umap", seed: int 
     """2-D projection of the report's query + gallery features (queries first).
 
     Returns:
-        DataFrame x, y, pid, camid, split (``query``/``gallery``), path. With ``cache_dir`` the
+        DataFrame x, y, pid, camid (0-based), camera (as in the file name; shown), split
+        (``query``/``gallery``), path. With ``cache_dir`` the
         coordinates are stored (atomically) and read back for the same checkpoint, images,
         method and seed.
     """
@@ -379,15 +381,18 @@ def embedding_projection(report: EvalReport, *, method: str = "umap", seed: int 
             "camids": np.concatenate([report.query.camids, report.gallery.camids]),
             "splits": ["query"] * report.num_query + ["gallery"] * report.num_gallery,
             "paths": list(report.query.paths) + list(report.gallery.paths)}
+    cameras = np.concatenate([report.query.cameras, report.gallery.cameras])
     cached = None if cache_dir is None else Path(cache_dir) / f"projection-{_projection_key(report, method, seed)}.npy"
     if cached is not None and cached.is_file():
         xy = np.load(cached, allow_pickle=False)
         if xy.shape == (len(feats), 2):
             frame = pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "pid": meta["pids"], "camid": meta["camids"],
-                                  "split": meta["splits"], "path": pd.Series(meta["paths"], dtype=object)})
+                                  "camera": cameras, "split": meta["splits"],
+                                  "path": pd.Series(meta["paths"], dtype=object)})
             frame.attrs.update(method=method, seed=seed, from_cache=True)
             return frame
     frame = projection.projection_frame(feats, method=method, seed=seed, **meta)
+    frame.insert(frame.columns.get_loc("camid") + 1, "camera", cameras)
     if cached is not None:
         buf = io.BytesIO()
         np.save(buf, frame[["x", "y"]].to_numpy(np.float32))
@@ -406,7 +411,8 @@ def nearest_neighbours(report: EvalReport, row: int, k: int = 8) -> pd.DataFrame
     """The ``k`` nearest images (query + gallery, cosine) to row ``row`` of :func:`embedding_projection`'s frame.
 
     Returns:
-        DataFrame row, path, pid, camid, split, distance; nearest first, the image itself excluded.
+        DataFrame row, path, pid, camid (0-based), camera (as in the file name), split, distance;
+        nearest first, the image itself excluded.
     """
     feats = np.concatenate([np.asarray(report.query.features), np.asarray(report.gallery.features)])  # (N, D)
     n = len(feats)
@@ -419,8 +425,9 @@ def nearest_neighbours(report: EvalReport, row: int, k: int = 8) -> pd.DataFrame
     paths = list(report.query.paths) + list(report.gallery.paths)
     pids = np.concatenate([report.query.pids, report.gallery.pids])
     camids = np.concatenate([report.query.camids, report.gallery.camids])
+    cameras = np.concatenate([report.query.cameras, report.gallery.cameras])
     return pd.DataFrame({"row": order, "path": pd.Series([paths[i] for i in order], dtype=object), "pid": pids[order],
-                         "camid": camids[order], "split": ["query" if i < q else "gallery" for i in order],
+                         "camid": camids[order], "camera": cameras[order], "split": ["query" if i < q else "gallery" for i in order],
                          "distance": d[order].astype(np.float32)})
 
 

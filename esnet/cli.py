@@ -392,7 +392,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
         feats = np.asarray(emb.features, dtype=np.float32)  # (N, D)
         arrays = {
             "features": feats, "paths": np.array(emb.paths, dtype=str), "pids": np.asarray(emb.pids, np.int64),
-            "camids": np.asarray(emb.camids, np.int64),
+            "camids": np.asarray(emb.camids, np.int64), "cameras": np.asarray(emb.cameras, np.int64),
             "skipped_paths": np.array([p for p, _ in emb.skipped], dtype=str).reshape(-1),
             "skipped_reasons": np.array([r for _, r in emb.skipped], dtype=str).reshape(-1),
             "checkpoint_sha256": np.array(emb.checkpoint_sha), "flip": np.array(emb.flip),
@@ -444,9 +444,11 @@ def _cmd_search(args: argparse.Namespace) -> int:
                                    progress=None if args.json else _progress("gallery"))
         result = api.search_images(inf, gallery, images, topk=args.topk, rerank=args.rerank, flip=args.flip)
         for row, i in enumerate(good):
-            frame = result.to_frame(row)[["rank", "distance", "pid", "camid", "path"]]
+            frame = result.to_frame(row)[["rank", "distance", "pid", "camid", "camera", "path"]]
+            # camid: 0-based (as the metrics use it); camera: as in the file name (c6 -> 6), what the table shows
             answers[i]["hits"] = [{"rank": int(r.rank), "distance": float(r.distance), "pid": int(r.pid),
-                                   "camid": int(r.camid), "path": r.path} for r in frame.itertuples(index=False)]
+                                   "camid": int(r.camid), "camera": int(r.camera), "path": r.path}
+                                  for r in frame.itertuples(index=False)]
         _skipped_lines(gallery.embeddings.skipped)
         if args.json:
             _emit_json({"checkpoint": inf.checkpoint, "checkpoint_test_selected": inf.test_selected,
@@ -461,9 +463,10 @@ def _cmd_search(args: argparse.Namespace) -> int:
                 if not a["ok"]:
                     print(f"  not searched: {a['error']}")
                     continue
-                print(f"  {'rank':>4}  {'distance':>8}  {'pid':>5}  {'camid':>5}  path")
+                print(f"  {'rank':>4}  {'distance':>8}  {'pid':>5}  {'camera':>6}  path")
                 for h in a["hits"]:
-                    print(f"  {h['rank']:>4}  {h['distance']:8.4f}  {h['pid']:>5}  {h['camid']:>5}  {_shown(h['path'])}")
+                    cam = h["camera"] if h["camera"] >= 0 else "-"
+                    print(f"  {h['rank']:>4}  {h['distance']:8.4f}  {h['pid']:>5}  {cam:>6}  {_shown(h['path'])}")
         return 2 if len(good) < len(args.query) else 0
 
     return _guarded(run)
@@ -518,7 +521,8 @@ def _add_infer(sub: argparse._SubParsersAction) -> None:
     emb.add_argument("--folder", help="embed every image under this directory (recursive); else a dataset split")
     dataset_options(emb)
     emb.add_argument("--split", default="gallery", choices=("train", "query", "gallery"), help="dataset split")
-    emb.add_argument("--out", required=True, help="output .npz: features, paths, pids, camids, skipped_*")
+    emb.add_argument("--out", required=True, help="output .npz: features, paths, pids, camids (0-based), cameras (as "
+                     "in the file names), skipped_*")
     emb.set_defaults(func=_cmd_embed)
 
     se = sub.add_parser("search", help="rank a gallery folder for one or more query images")

@@ -2,7 +2,7 @@
 
 Files that cannot be read are skipped and listed in ``Embeddings.skipped``. Disk cache
 (``cache_dir``): ``<key>.npy`` + ``<key>.json``, key = sha256 of (checkpoint sha256, flip,
-input size, test feature, each image's path, pid, camid, size, mtime_ns). Features are written batch by
+input size, test feature, each image's path, pid, camid, camera, size, mtime_ns). Features are written batch by
 batch into a memory-mapped temporary file, renamed into place and returned memory-mapped
 read-only; the json, written last and atomically, completes the entry. An unreadable
 entry warns and is rebuilt.
@@ -40,7 +40,7 @@ from esnet.model import ESNet
 FOLDER_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 """File extensions (any case) that ``embed_folder`` picks up."""
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 _MARKET_NAME = re.compile(r"^(-?\d+)_c(\d+)")
 _COPY_ROWS = 4096
 _CACHE_ERRORS = (OSError, ValueError, EOFError, KeyError, TypeError)
@@ -102,6 +102,8 @@ class Embeddings:
         paths: N image paths, row order.
         pids: (N,) int64 identities (-1 = unknown).
         camids: (N,) int64 0-based cameras (-1 = unknown).
+        cameras: (N,) int64 camera numbers as people read them (``Sample.camera``: the file
+            name's, e.g. 6 for Market ``0004_c6s1_...``; -1 = unknown). Display only.
         skipped: (path, reason) of each file that could not be read.
         checkpoint_sha: sha256 of the checkpoint that made the features.
         flip: whether features average the image and its mirror.
@@ -112,6 +114,7 @@ class Embeddings:
     paths: tuple[str, ...]
     pids: np.ndarray
     camids: np.ndarray
+    cameras: np.ndarray
     skipped: tuple[tuple[str, str], ...]
     checkpoint_sha: str
     flip: bool
@@ -268,7 +271,7 @@ def _cache_key(inf: Inference, samples: Sequence[Sample], flip: bool) -> str:
         {"v": CACHE_VERSION, "checkpoint": inf.checkpoint_sha, "flip": flip, "size": list(inf.size),
          "feature": inf.config.model.test_feature}).encode())
     for s in samples:
-        h.update(json.dumps([s.path, s.pid, s.camid, *_stat(s.path)]).encode() + b"\n")
+        h.update(json.dumps([s.path, s.pid, s.camid, s.camera, *_stat(s.path)]).encode() + b"\n")
     return h.hexdigest()
 
 
@@ -283,10 +286,12 @@ def _read_cache(cache: Path, key: str, sha: str, flip: bool) -> Embeddings | Non
             raise ValueError("it belongs to another key or cache version")
         feats = np.load(cache / f"{key}.npy", mmap_mode="r", allow_pickle=False)
         n, pids, camids = len(meta["paths"]), np.asarray(meta["pids"], np.int64), np.asarray(meta["camids"], np.int64)
-        shapes = (feats.dtype, feats.ndim, len(feats), pids.shape, camids.shape)
-        if n == 0 or shapes != (np.float32, 2, n, (n,), (n,)):
-            raise ValueError(f"(dtype, ndim, rows, pids, camids) = {shapes} do not fit {n} paths")
+        cameras = np.asarray(meta["cameras"], np.int64)
+        shapes = (feats.dtype, feats.ndim, len(feats), pids.shape, camids.shape, cameras.shape)
+        if n == 0 or shapes != (np.float32, 2, n, (n,), (n,), (n,)):
+            raise ValueError(f"(dtype, ndim, rows, pids, camids, cameras) = {shapes} do not fit {n} paths")
         emb = Embeddings(features=feats, paths=tuple(map(str, meta["paths"])), pids=pids, camids=camids,
+                         cameras=cameras,
                          skipped=tuple((str(p), str(r)) for p, r in meta["skipped"]),
                          checkpoint_sha=sha, flip=flip, from_cache=True)
     except _CACHE_ERRORS as e:
@@ -351,6 +356,7 @@ def embed_samples(inf: Inference, samples: Sequence[Sample], *, batch_size: int 
         features = out[:k]  # (k, D), the kept images' rows
         meta = {"version": CACHE_VERSION, "key": key, "paths": [paths[i] for i in kept],
                 "pids": [samples[i].pid for i in kept], "camids": [samples[i].camid for i in kept],
+                "cameras": [samples[i].camera for i in kept],
                 "skipped": skipped}
         if cache is not None:
             if k < n:  # shrink on disk a chunk at a time, so rows are never all in memory
@@ -367,7 +373,8 @@ def embed_samples(inf: Inference, samples: Sequence[Sample], *, batch_size: int 
         for tmp in tmps:
             tmp.unlink(missing_ok=True)
     return Embeddings(features=features, paths=tuple(meta["paths"]), pids=np.array(meta["pids"], np.int64),
-                      camids=np.array(meta["camids"], np.int64), skipped=tuple(skipped),
+                      camids=np.array(meta["camids"], np.int64), cameras=np.array(meta["cameras"], np.int64),
+                      skipped=tuple(skipped),
                       checkpoint_sha=inf.checkpoint_sha, flip=flip, from_cache=False)
 
 
@@ -382,7 +389,7 @@ def embed_folder(inf: Inference, folder: str | Path, *, batch_size: int = 64, wo
                  progress: Progress | None = None) -> Embeddings:
     """Every :data:`FOLDER_EXTS` file under ``folder`` (recursive, sorted), as :func:`embed_samples`.
 
-    pid/camid come from Market-style names (:func:`parse_market_name`), else -1. Raises
+    pid/camid/camera come from Market-style names (:func:`parse_market_name`), else -1. Raises
     ValueError when ``folder`` is missing, not a directory, or holds no image files.
     """
     root = Path(folder)
@@ -391,7 +398,10 @@ def embed_folder(inf: Inference, folder: str | Path, *, batch_size: int = 64, wo
     paths = sorted(str(p.absolute()) for p in root.rglob("*") if p.suffix.lower() in FOLDER_EXTS and p.is_file())
     if not paths:
         raise ValueError(f"image folder {str(root)!r} holds no image files (extensions {list(FOLDER_EXTS)})")
-    samples = [Sample(p, *parse_market_name(p), "gallery") for p in paths]
+    samples = []
+    for p in paths:
+        pid, camid = parse_market_name(p)
+        samples.append(Sample(p, pid, camid, "gallery", camid + 1 if camid >= 0 else -1))  # c6 -> camid 5, camera 6
     return embed_samples(inf, samples, batch_size=batch_size, workers=workers, flip=flip,
                          cache_dir=cache_dir, progress=progress)
 

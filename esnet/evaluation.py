@@ -41,7 +41,8 @@ MAX_RANK = 50
 Progress = Callable[[str, int, int], None]
 """``progress(stage, done, total)``; stage is ``query``, ``gallery`` (images), ``re-ranking`` or ``scoring``."""
 
-PER_QUERY_COLUMNS = ("query", "path", "pid", "camid", "ap", "first_hit", "hardest_positive", "num_positives", "valid")
+PER_QUERY_COLUMNS = ("query", "path", "pid", "camid", "camera", "ap", "first_hit", "hardest_positive", "num_positives",
+                     "valid")
 
 
 @dataclass(frozen=True, eq=False)
@@ -56,9 +57,11 @@ class EvalReport:
         summary: R1, R5, R10, mAP, mINP as fractions in [0, 1].
         cmc: (MAX_RANK,) float64.
         result: the full ``RankResult`` (per-query arrays, length Q).
-        per_query: DataFrame, one row per query: ``PER_QUERY_COLUMNS``; ``first_hit`` and
-            ``hardest_positive`` are 0-based ranks among valid gallery items (-1 = the query
-            has no valid match and is not scored).
+        per_query: DataFrame, one row per query: ``PER_QUERY_COLUMNS``; ``camid`` is 0-based,
+            ``camera`` the number of the file name (as shown; ``Sample.camera``); ``first_hit``
+            and ``hardest_positive`` are 1-based ranks among valid gallery items, as people
+            count (1 = the top match; -1 = the query has no valid match and is not scored).
+            ``result`` keeps the metrics' 0-based arrays.
         query, gallery: the embeddings (features (N, D) float32 unit rows, paths, pids, camids).
         verification: ROC of "same identity?" over query x gallery pairs, with the
             operating threshold (Youden's J) as ``best_threshold``.
@@ -118,9 +121,10 @@ def _per_query(result: RankResult, query: Embeddings) -> pd.DataFrame:
         "path": pd.Series(query.paths, dtype=object),  # object: a non-UTF-8 name is not a valid arrow string
         "pid": query.pids,
         "camid": query.camids,
+        "camera": query.cameras,
         "ap": result.ap,
-        "first_hit": result.first_hit,
-        "hardest_positive": result.hardest_positive,
+        "first_hit": np.where(result.valid, result.first_hit + 1, -1),  # 1-based rank, -1 = not scored
+        "hardest_positive": np.where(result.valid, result.hardest_positive + 1, -1),
         "num_positives": result.num_positives,
         "valid": result.valid,
     })
@@ -252,7 +256,8 @@ def query_ranking(report: EvalReport, query_row: int, topk: int = 10) -> pd.Data
         topk: scored items to return (ignored ones in between are returned too).
     Returns:
         DataFrame with columns rank (1-based among scored items; 0 for ignored), index
-        (gallery row), path, pid, camid, distance, correct, ignored.
+        (gallery row), path, pid, camid (0-based), camera (as in the file name), distance,
+        correct, ignored.
     """
     nq = report.num_query
     if isinstance(query_row, bool) or not isinstance(query_row, (int, np.integer)) or not 0 <= query_row < nq:
@@ -275,9 +280,10 @@ def query_ranking(report: EvalReport, query_row: int, topk: int = 10) -> pd.Data
         ign = bool(ignored[j])
         scored += 0 if ign else 1
         rows.append({"rank": 0 if ign else scored, "index": int(j), "path": g.paths[j], "pid": int(g.pids[j]),
-                     "camid": int(g.camids[j]), "distance": float(d[j]),
+                     "camid": int(g.camids[j]), "camera": int(g.cameras[j]), "distance": float(d[j]),
                      "correct": bool(g.pids[j] == qpid and qpid >= 0), "ignored": ign})
-    frame = pd.DataFrame(rows, columns=["rank", "index", "path", "pid", "camid", "distance", "correct", "ignored"])
+    frame = pd.DataFrame(rows, columns=["rank", "index", "path", "pid", "camid", "camera", "distance", "correct",
+                                        "ignored"])
     return frame.astype({"path": object})
 
 

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from esnet.checkpoint import LEGACY_P_SUFFIX, load_checkpoint
+from esnet.data.datasets import display_camera
 from esnet.data.images import ImageError, load_rgb
 from esnet.engine import rundir
 from esnet.model.pooling import avg_pool, max_pool, p_pool
@@ -96,7 +97,8 @@ class ErasingFrame:
         heat: (H, W) float32 in [0, 1], the global-branch CAM upsampled bilinearly.
         box: (top, left, height, width) of the erased block in image pixels.
         box_cells: the same in feature-map cells.
-        pid, camid: the probe's identity and camera; relpath: its path in the dataset.
+        pid, camid: the probe's identity and 0-based camera; relpath: its path in the dataset.
+        camera: the camera as in the file name (``Sample.camera``), what the inspector shows.
     """
 
     image: np.ndarray | None
@@ -106,6 +108,7 @@ class ErasingFrame:
     pid: int
     camid: int
     relpath: str
+    camera: int
 
 
 def _probe_image(entry: rundir.ProbeEntry, size: tuple[int, int], dataset_root: str | Path | None) -> np.ndarray | None:
@@ -141,13 +144,17 @@ def erasing_frames(run_dir: str | Path, epoch: int, *, dataset_root: str | Path 
     heat = F.interpolate(torch.from_numpy(cam)[:, None], size=(H, W), mode="bilinear", align_corners=False)
     heat = heat[:, 0].clamp_(0.0, 1.0).numpy()  # (P, H, W)
     sy, sx = H / h, W / w
-    frames = []
+    frames, data_cfg = [], None
     for i, entry in enumerate(probes.entries[: len(cam)]):
+        camera = entry.camera
+        if camera is None:  # probes.json written before "camera" was recorded: the loader's rule
+            data_cfg = data_cfg or rundir.read_config(run_dir).data
+            camera = display_camera(data_cfg.dataset, entry.camid, entry.relpath, data_cfg.camera_regex)
         t, left, bh, bw = (int(v) for v in box[i])
         pixels = (round(t * sy), round(left * sx), round(bh * sy), round(bw * sx))
         frames.append(ErasingFrame(image=_probe_image(entry, (H, W), dataset_root), heat=heat[i], box=pixels,
                                    box_cells=(t, left, bh, bw), pid=entry.pid, camid=entry.camid,
-                                   relpath=entry.relpath))
+                                   relpath=entry.relpath, camera=camera))
     return frames
 
 

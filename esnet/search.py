@@ -97,6 +97,7 @@ class GalleryIndex:
         features: (N, D) float32 read-only unit rows, the index's own copy.
         paths: N image paths, or None.
         pids, camids: (N,) int64 read-only, or None.
+        cameras: (N,) int64 read-only camera numbers as people read them (``Sample.camera``), or None.
         backend: the resolved backend: ``exact``, ``faiss-flat`` or ``faiss-ivf``.
         nlist, nprobe: IVF lists and lists scanned per query; None for other backends.
     """
@@ -108,6 +109,7 @@ class GalleryIndex:
     backend: str
     nlist: int | None = None
     nprobe: int | None = None
+    cameras: np.ndarray | None = None
     _tensor: torch.Tensor | None = field(default=None, repr=False)  # (N, D), shares features' memory
     _faiss: object | None = field(default=None, repr=False)
 
@@ -145,6 +147,7 @@ def build_index(
     paths: list[str] | None = None,
     pids: np.ndarray | None = None,
     camids: np.ndarray | None = None,
+    cameras: np.ndarray | None = None,
     backend: str = "auto",
     nlist: int | None = None,
     nprobe: int | None = None,
@@ -158,6 +161,7 @@ def build_index(
         paths: N image paths (str or os.PathLike), or None.
         pids: (N,) int identities (-1 = junk/unknown), or None.
         camids: (N,) int cameras, or None.
+        cameras: (N,) int camera numbers for display (``Sample.camera``, -1 = unknown), or None.
         backend: one of BACKENDS (see the module docstring).
         nlist: faiss-ivf lists; default 4 sqrt(N) clamped to [1, N // 39]. An explicit
             value above N // 39 raises (k-means needs 39 rows per list).
@@ -175,6 +179,7 @@ def build_index(
         raise ValueError(f"paths has {len(path_t)} entries, expected one per gallery row ({n})")
     pid_a = None if pids is None else _as_ids("pids", pids, n, "gallery row")
     cam_a = None if camids is None else _as_ids("camids", camids, n, "gallery row")
+    shown_a = None if cameras is None else _as_ids("cameras", cameras, n, "gallery row")
     seed = _check_int("seed", seed, 0)
     resolved = backend if backend != "auto" else ("exact" if n <= AUTO_EXACT_MAX else "faiss-ivf")
     if resolved != "faiss-ivf" and (nlist is not None or nprobe is not None):
@@ -198,7 +203,7 @@ def build_index(
     tensor = torch.from_numpy(x)
     view = tensor.numpy()
     view.setflags(write=False)
-    return GalleryIndex(view, path_t, pid_a, cam_a, resolved, nlist, nprobe, tensor, index)
+    return GalleryIndex(view, path_t, pid_a, cam_a, resolved, nlist, nprobe, shown_a, tensor, index)
 
 
 @dataclass(frozen=True, eq=False)
@@ -210,6 +215,7 @@ class SearchResult:
         distances: (Q, k) float32 ascending per row (cosine, or re-ranked when
             ``reranked``), ties by gallery index.
         pids, camids: (Q, k) int64 of the hits; -1 where the gallery has none.
+        cameras: (Q, k) int64 camera numbers of the hits as people read them; -1 where unknown.
         paths: Q tuples of k paths, or None when the gallery has no paths.
         correct: (Q, k) bool, hit pid == query pid >= 0; None without query pids.
         backend: the index's backend.
@@ -224,10 +230,12 @@ class SearchResult:
     correct: np.ndarray | None
     backend: str
     reranked: bool
+    cameras: np.ndarray | None = None
 
     def to_frame(self, query_index: int = 0) -> pd.DataFrame:
         """One query's hits: columns rank (1-based, 1 = nearest), index, path, pid,
-        camid, distance, correct (None where unknown); k rows."""
+        camid (0-based), camera (as in the file name, -1 = unknown), distance, correct (None
+        where unknown); k rows."""
         import pandas as pd
 
         nq, k = self.indices.shape
@@ -240,6 +248,7 @@ class SearchResult:
             "path": pd.Series(self.paths[i] if self.paths is not None else [None] * k, dtype=object),
             "pid": self.pids[i],
             "camid": self.camids[i],
+            "camera": self.cameras[i] if self.cameras is not None else np.full(k, -1, np.int64),
             "distance": self.distances[i],
             "correct": list(self.correct[i]) if self.correct is not None else [None] * k,
         })
@@ -361,9 +370,10 @@ def search(
         )
     pids = index.pids[idx] if index.pids is not None else np.full((nq, k), -1, np.int64)
     camids = index.camids[idx] if index.camids is not None else np.full((nq, k), -1, np.int64)
+    cameras = index.cameras[idx] if index.cameras is not None else np.full((nq, k), -1, np.int64)
     paths = None if index.paths is None else tuple(tuple(index.paths[j] for j in row) for row in idx)
     correct = None if qp is None else (pids == qp[:, None]) & (qp[:, None] >= 0)
     vals = vals.astype(np.float32, copy=False)
-    for a in (idx, vals, pids, camids) + (() if correct is None else (correct,)):
+    for a in (idx, vals, pids, camids, cameras) + (() if correct is None else (correct,)):
         a.setflags(write=False)
-    return SearchResult(idx, vals, pids, camids, paths, correct, index.backend, bool(rerank))
+    return SearchResult(idx, vals, pids, camids, paths, correct, index.backend, bool(rerank), cameras)

@@ -14,12 +14,9 @@ rerank = c3.checkbox("Re-ranked", key="rank_rerank", help="k-reciprocal re-ranki
 rep = mv.report(t, rerank=rerank)
 queries = mv.ordered_queries(rep.per_query, order)
 
-# Keyed by the order so switching it starts from that order's first query.
-pos = st.selectbox(f"Query ({len(queries)})", range(len(queries)), key=f"rank_query_{order}",
-                   format_func=lambda i: mv.query_label(queries.iloc[i]))
-q = queries.iloc[pos]
+q = mv.query_picker(queries, order, rerank=rerank)
 ranking = api.query_ranking(rep, int(q["query"]), topk=topk)
-st.subheader(f"Query #{q['query']}: identity {q['pid']}, camera {q['camid'] + 1}")
+st.subheader(f"Query #{q['query']}: identity {q['pid']}, camera {q['camera']}")
 st.caption("Blue: the query. Green: same identity. Red: another identity. Grey: same identity and camera "
            "as the query, ignored by the standard protocol.")
 mv.ranking_strip(q["path"], f"query  \nAP {q['ap']:.2f}" if q["valid"] else "query", ranking)

@@ -3,6 +3,7 @@
 The checkpoint (assets/demo_runs/esnet-p/checkpoints/last.pt) is part of the repository, so
 these tests fail, not skip, when it is missing.
 """
+import re
 from pathlib import Path
 
 import numpy as np
@@ -52,9 +53,10 @@ def test_query_ranking_agrees_with_the_first_hit(report) -> None:
     for row in report.per_query.itertuples():
         if not row.valid or row.query % 15:
             continue
-        ranking = api.query_ranking(report, row.query, topk=row.first_hit + 1)
+        ranking = api.query_ranking(report, row.query, topk=row.first_hit)  # per_query: 1-based ranks
         scored = ranking[~ranking["ignored"]]
-        assert list(scored["rank"]) == list(range(1, row.first_hit + 2))
+        assert list(scored["rank"]) == list(range(1, row.first_hit + 1))
+        assert row.first_hit == report.result.first_hit[row.query] + 1
         assert scored["correct"].iloc[-1] and not scored["correct"].iloc[:-1].any()
         assert np.all(np.diff(ranking["distance"]) >= 0)
         ignored = ranking[ranking["ignored"]]
@@ -64,7 +66,7 @@ def test_query_ranking_agrees_with_the_first_hit(report) -> None:
 def test_search_finds_the_right_identity_first_and_sorted(inf, demo_root, cache, report) -> None:
     gallery = api.load_gallery(inf, dataset="demo", root=demo_root, cache_dir=cache)
     assert gallery.embeddings.from_cache  # the evaluation above embedded it already
-    easy = report.per_query[report.per_query["first_hit"] == 0].head(10)
+    easy = report.per_query[report.per_query["first_hit"] == 1].head(10)
     images = [api.read_image(p) for p in easy["path"]]
     result = api.search_images(inf, gallery, images, topk=10)
     assert result.indices.shape == (10, 10)
@@ -116,12 +118,16 @@ def test_projection_is_cached_and_neighbours_are_nearest(report, tmp_path) -> No
     cache = tmp_path
     first = api.embedding_projection(report, method="pca", cache_dir=cache)
     again = api.embedding_projection(report, method="pca", cache_dir=cache)
-    assert len(first) == 180 + 840 and list(first.columns) == ["x", "y", "pid", "camid", "split", "path"]
+    assert len(first) == 180 + 840 and list(first.columns) == ["x", "y", "pid", "camid", "camera", "split", "path"]
     assert not first.attrs["from_cache"] and again.attrs["from_cache"]
+    for frame in (first, again):  # the camera of the file name (0004_c6s1_... -> 6), read back from the cache too
+        named = frame["path"].map(lambda p: int(re.match(r"\d+_c(\d)s", Path(p).name).group(1)))
+        assert (frame["camera"] == named).all() and (frame["camera"] == frame["camid"] + 1).all()
     np.testing.assert_array_equal(first[["x", "y"]].to_numpy(), again[["x", "y"]].to_numpy())
     nn = api.nearest_neighbours(report, 0, k=5)
     assert 0 not in set(nn["row"]) and np.all(np.diff(nn["distance"]) >= 0)
     assert (nn["pid"] == report.query.pids[0]).iloc[0]
+    assert (nn["camera"] == first["camera"].iloc[nn["row"]].to_numpy()).all()
 
 
 def test_bad_inputs_give_clear_errors(inf, tmp_path) -> None:

@@ -5,6 +5,7 @@ trained demo checkpoint (assets/demo_runs/esnet-p) the "right identity first" ch
 """
 import io
 import json
+import re
 import shutil
 import struct
 import zlib
@@ -279,8 +280,11 @@ def test_search_text_table_and_all_queries_bad(ckpt, market, tmp_path, capsys):
                           "--query", good, "--topk", "3")
     assert code == 0, err
     lines = out.splitlines()
-    assert lines[0] == f"query {good}" and lines[1].split() == ["rank", "distance", "pid", "camid", "path"]
+    assert lines[0] == f"query {good}" and lines[1].split() == ["rank", "distance", "pid", "camera", "path"]
     assert len(lines) == 5 and lines[2].split()[0] == "1"
+    for line in lines[2:]:  # the camera of the file name (0004_c6s1_... -> 6), not the 0-based camid
+        _, _, _, camera, path = line.split()
+        assert camera == re.match(r"\d+_c(\d)s", Path(path).name).group(1), line
     text = tmp_path / "notes.jpg"
     text.write_text("hello")
     code, out, err = _run(capsys, "search", "--checkpoint", ckpt, "--gallery", market / "bounding_box_test",
@@ -354,3 +358,4 @@ def test_eval_reads_the_runs_data_config_and_camera_regex(tmp_path, capsys):
     assert code == 0, err
     with np.load(tmp_path / "q.npz") as z:
         assert sorted(z["camids"].tolist()) == [0, 2]  # cam3, cam5 of cameras 3, 4, 5: by the run's regex
+        assert sorted(z["cameras"].tolist()) == [3, 5]  # shown as in the file names

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from esnet.data.datasets import DATASETS, load_dataset
+from esnet.data.datasets import DATASETS, display_camera, load_dataset
 from esnet.data.types import DatasetError, ReidData
 
 
@@ -69,6 +69,15 @@ def test_market1501_parses_names_drops_junk_and_keeps_distractors_in_gallery(tmp
         "kept 1 distractor images (pid 0) in gallery",
         "dropped 1 distractor images (pid 0) from train; distractors belong in the gallery only",
     )
+
+
+def test_market1501_camera_of_the_file_name_is_kept_for_display(tmp_path):
+    _market(tmp_path)
+    data = load_dataset("market1501", str(tmp_path))
+    six = next(s for s in data.query if os.path.basename(s.path).startswith("0001_c6s4"))
+    assert (six.camid, six.camera) == (5, 6)  # 0-based for the metrics, as in the name for people
+    assert all(s.camera == s.camid + 1 for s in data.train + data.query + data.gallery)
+    assert display_camera("market1501", 5, "0001_c6s4_000076_00.jpg") == 6
 
 
 @pytest.mark.parametrize("sub", ["market1501", "Market-1501-v15.09.15"])
@@ -265,6 +274,7 @@ def test_vehicleid_query_equals_gallery_and_sizes(tmp_path):
     assert _rows(data.train) == [("0000001.jpg", 1, 0), ("0000002.jpg", 2, 0), ("0000004.jpg", 1, 0)]
     assert _rows(data.query) == _rows(data.gallery) == [("0000003.jpg", 10, 0), ("0000005.jpg", 10, 0)]
     assert {s.split for s in data.gallery} == {"gallery"}
+    assert {s.camera for s in data.train + data.query} == {-1}  # VehicleID has no cameras to show
     assert len(load_dataset("vehicleid", str(tmp_path), vehicleid_test_size="medium").query) == 3
     assert len(load_dataset("vehicleid", str(tmp_path), vehicleid_test_size="large").gallery) == 4
     with pytest.raises(DatasetError, match=r"one of \['small', 'medium', 'large'\], got 'huge'"):
@@ -301,6 +311,9 @@ def test_folder_maps_ids_and_cameras_consistently(tmp_path):
     assert _rows(data.gallery) == [("g_c7_4.jpg", 17, 2), ("g_c3_1.jpg", 19, 1)]
     assert "2 non-numeric identity folders numbered 18..19 in sorted order (first: 'alice' -> 18)" in data.notes
     assert "cameras 1->0, 3->1, 7->2 (regex 'c(\\d+)')" in data.notes
+    # renumbered camids, but the camera shown is the file name's: c7 stays camera 7
+    assert [(s.camid, s.camera) for s in data.query] == [(0, 1), (2, 7)]
+    assert all(display_camera("folder", s.camid, s.path) == s.camera for s in data.train + data.query + data.gallery)
 
 
 def test_folder_custom_regex_and_optional_train(tmp_path):
@@ -310,6 +323,10 @@ def test_folder_custom_regex_and_optional_train(tmp_path):
     assert data.train == ()
     assert _rows(data.gallery) == [("cam01-001.jpg", 5, 0), ("cam02-007.jpg", 5, 1)]
     assert _rows(data.query) == [("cam02-001.jpg", 5, 1)]
+    assert [s.camera for s in data.gallery] == [1, 2]
+    assert display_camera("folder", 1, "cam02-007.jpg", r"^cam(\d+)-") == 2
+    with pytest.raises(DatasetError, match=r"photo\.jpg: file name does not match camera regex"):
+        display_camera("folder", 0, "photo.jpg")
 
 
 def test_folder_name_not_matching_regex_raises_naming_file_and_regex(tmp_path):
@@ -354,6 +371,7 @@ def test_manifest_relative_and_absolute_paths(tmp_path):
     assert [(s.path, s.pid, s.camid, s.split) for s in data.query] == [(str(tmp_path / "imgs" / "b.png"), 3, 1, "query")]
     assert [(s.path, s.pid, s.camid) for s in data.gallery] == [(str(tmp_path / "imgs" / "a.jpg"), 3, 0)]
     assert [(s.path, s.pid, s.camid) for s in data.train] == [(str(tmp_path / "imgs" / "a.jpg"), 4, 2)]
+    assert [s.camera for s in data.query + data.gallery + data.train] == [1, 0, 2]  # shown as the CSV writes it
 
 
 @pytest.mark.parametrize("body, expected", [

@@ -1,4 +1,5 @@
 """Run directories as tables and arrays for the dashboard (esnet.runview)."""
+import json
 import math
 
 import numpy as np
@@ -65,6 +66,19 @@ def test_erasing_frames_without_run_images_read_the_dataset(tmp_path):
     assert all(f.image is None for f in runview.erasing_frames(d, 1))
     with_data = runview.erasing_frames(d, 1, dataset_root=data)
     assert all(f.image is not None and f.image.shape == (64, 32, 3) for f in with_data)
+
+
+def test_erasing_frames_show_the_camera_of_the_file_name(tmp_path):
+    d = make_run(tmp_path / "r", epochs=1, probes=3)  # probes.json without "camera", as older runs wrote it
+    names = [e["relpath"] for e in json.loads((d / "probes" / "probes.json").read_text())["probes"]]
+    frames = runview.erasing_frames(d, 1)
+    assert [f.camid for f in frames] == [0, 1, 0]
+    assert [f.camera for f in frames] == [int(n.split("_c")[1][0]) for n in names] == [1, 2, 1]  # the demo's rule
+    probes = json.loads((d / "probes" / "probes.json").read_text())
+    for e in probes["probes"]:
+        e["camera"] = 40 + e["index"]  # recorded by the trainer: used as is
+    (d / "probes" / "probes.json").write_text(json.dumps(probes))
+    assert [f.camera for f in runview.erasing_frames(d, 1)] == [40, 41, 42]
 
 
 def test_block_positions_per_epoch(tmp_path):

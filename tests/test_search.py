@@ -182,9 +182,12 @@ def test_to_frame_columns_and_values() -> None:
     g = random_unit(13, 6, 4)
     res = search(build_index(g, paths=[f"p{i}" for i in range(6)], pids=np.arange(6)), g[[3]], topk=3, query_pids=[3])
     df = res.to_frame(0)
-    assert list(df.columns) == ["rank", "index", "path", "pid", "camid", "distance", "correct"]
+    assert list(df.columns) == ["rank", "index", "path", "pid", "camid", "camera", "distance", "correct"]
     assert df["rank"].tolist() == [1, 2, 3] and df["index"].iloc[0] == 3 and df["path"].iloc[0] == "p3"
     assert df["correct"].tolist() == [True, False, False] and df["camid"].tolist() == [-1, -1, -1]
+    assert df["camera"].tolist() == [-1, -1, -1]
+    shown = search(build_index(g, camids=np.arange(6) % 3, cameras=np.arange(6) % 3 + 4), g[[3]], topk=2).to_frame()
+    assert shown["index"].iloc[0] == 3 and (shown["camera"] == shown["index"] % 3 + 4).all()  # carried per row
     assert df["distance"].iloc[0] == pytest.approx(0.0, abs=1e-6)
     bare = search(build_index(g), g[[3]], topk=2).to_frame()
     assert bare["path"].tolist() == [None, None] and bare["correct"].tolist() == [None, None]

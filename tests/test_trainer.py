@@ -198,7 +198,8 @@ def test_fit_writes_the_whole_run_dir(finished_run: tuple[Path, object], market:
     assert probes["input_size"] == [32, 16] and probes["feature_size"] == [2, 1]
     assert len(probes["probes"]) == 3 and len({p["pid"] for p in probes["probes"]}) == 3
     for k, p in enumerate(probes["probes"]):
-        assert set(p) == {"index", "path", "relpath", "pid", "label", "camid", "image"}
+        assert set(p) == {"index", "path", "relpath", "pid", "label", "camid", "camera", "image"}
+        assert p["camera"] == int(Path(p["path"]).name.split("_c")[1][0]) == p["camid"] + 1  # 0002_c3s1_... -> 3
         assert Path(p["path"]).is_absolute() and (market / p["relpath"]).resolve() == Path(p["path"]).resolve()
         assert p["label"] == p["pid"] - 1  # ids 1..8 -> classes 0..7
         with Image.open(out / "probes" / p["image"]) as im:

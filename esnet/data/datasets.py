@@ -1,6 +1,7 @@
 """Dataset loaders: read a re-ID dataset on disk into a ``ReidData``.
 
-Every loader returns absolute paths, 0-based camera ids and samples sorted by
+Every loader returns absolute paths, 0-based camera ids (plus each sample's camera number as
+in its file name, for display) and samples sorted by
 path, so two loads of the same folder give identical results. Names that do not
 follow a dataset's pattern raise ``DatasetError`` naming the file and the
 pattern; nothing is skipped silently (Market-1501 junk, pid -1, is the one
@@ -99,9 +100,9 @@ def _make_data(name: str, root: str, splits: dict[str, list[Sample]], *,
                protocol: str = "standard", notes: Iterable[str] = ()) -> ReidData:
     for samples in splits.values():
         for s in samples:
-            if not -1 <= s.pid <= ID_MAX or not 0 <= s.camid <= ID_MAX:
-                raise DatasetError(f"{s.path}: pid must be in [-1, {ID_MAX}] and camid in [0, {ID_MAX}], "
-                                   f"got pid {s.pid}, camid {s.camid}")
+            if not -1 <= s.pid <= ID_MAX or not 0 <= s.camid <= ID_MAX or not -1 <= s.camera <= ID_MAX:
+                raise DatasetError(f"{s.path}: pid must be in [-1, {ID_MAX}], camid in [0, {ID_MAX}] and camera in "
+                                   f"[-1, {ID_MAX}], got pid {s.pid}, camid {s.camid}, camera {s.camera}")
     return ReidData(
         name=name,
         root=root,
@@ -145,7 +146,7 @@ def _load_market_layout(name: str, root: str, parents: tuple[str, ...]) -> ReidD
                 distractors[split] += 1
                 if split != "gallery":
                     continue
-            out.append(Sample(path, pid, cam - 1, split))
+            out.append(Sample(path, pid, cam - 1, split, cam))
     if sum(junk.values()):
         notes.append(
             f"dropped {sum(junk.values()):,} junk images (pid -1): train {junk['train']:,}, "
@@ -206,7 +207,7 @@ def load_dukemtmcreid(root: str) -> ReidData:
             cam = int(m.group(2))
             if not 1 <= cam <= 8:
                 raise DatasetError(f"{path}: camera c{cam} is out of range; DukeMTMC-reID cameras are c1..c8")
-            splits[split].append(Sample(path, int(m.group(1)), cam - 1, split))
+            splits[split].append(Sample(path, int(m.group(1)), cam - 1, split, cam))
     return _make_data("dukemtmcreid", base, splits, notes=notes)
 
 
@@ -226,7 +227,7 @@ def _msmt_samples(list_path: str, image_dir: str, split: str) -> list[Sample]:
         cam = int(m.group(3))
         if not 1 <= cam <= 15:
             raise DatasetError(f"{where}: camera {cam:02d} in {rel!r} is out of range; MSMT17 cameras are 01..15")
-        out.append(Sample(os.path.join(image_dir, rel), _parse_pid(pid_text, where), cam - 1, split))
+        out.append(Sample(os.path.join(image_dir, rel), _parse_pid(pid_text, where), cam - 1, split, cam))
     return out
 
 
@@ -312,7 +313,7 @@ def load_veri776(root: str) -> ReidData:
             cam = int(m.group(2))
             if cam < 1:
                 raise DatasetError(f"{where}: camera c{cam:03d} is invalid; VeRi-776 cameras are numbered from 1")
-            splits[split].append(Sample(path, int(m.group(1)), cam - 1, split))
+            splits[split].append(Sample(path, int(m.group(1)), cam - 1, split, cam))
     return _make_data("veri776", base, splits, notes=notes)
 
 
@@ -329,7 +330,7 @@ def _vehicleid_samples(list_path: str, image_dir: str, splits: tuple[str, ...]) 
         path = os.path.join(image_dir, fields[0] + ".jpg")
         pid = _parse_pid(fields[1], where)
         for split in splits:
-            out[split].append(Sample(path, pid, 0, split))
+            out[split].append(Sample(path, pid, 0, split, -1))  # no cameras
     return out
 
 
@@ -389,7 +390,8 @@ def load_folder(root: str, camera_regex: str = DEFAULT_CAMERA_REGEX) -> ReidData
     names are any strings: all-digit names keep their number, the others get numbers
     after the largest numeric one, in sorted order, identically in every split.
     The camera is read from the image FILE NAME: ``camera_regex`` is searched in it
-    and group 1 must be an integer; the distinct cameras, sorted, become 0, 1, 2 ...
+    and group 1 must be an integer; the distinct cameras, sorted, become camids 0, 1, 2 ...
+    while each sample's ``camera`` keeps the number of its file name for display.
 
     Args:
         root: dataset folder.
@@ -456,7 +458,7 @@ def load_folder(root: str, camera_regex: str = DEFAULT_CAMERA_REGEX) -> ReidData
         notes.append("cameras " + ", ".join(f"{c}->{i}" for c, i in cam_of.items()) + f" (regex '{camera_regex}')")
     splits: dict[str, list[Sample]] = {s: [] for s in SPLITS}
     for path, ident, cam, split in raw:
-        splits[split].append(Sample(os.path.abspath(path), pid_of[ident], cam_of[cam], split))
+        splits[split].append(Sample(os.path.abspath(path), pid_of[ident], cam_of[cam], split, cam))
     return _make_data("folder", root, splits, notes=notes)
 
 
@@ -481,7 +483,8 @@ def load_manifest(root: str) -> ReidData:
     """A CSV manifest with header ``path,pid,camid,split``.
 
     ``path`` is absolute or relative to the CSV's folder; ``pid`` an integer;
-    ``camid`` a 0-based integer camera; ``split`` one of train/query/gallery.
+    ``camid`` a 0-based integer camera (shown as written: the camera a person reads is the
+    CSV's number); ``split`` one of train/query/gallery.
 
     Args:
         root: the CSV file.
@@ -536,8 +539,38 @@ def load_manifest(root: str) -> ReidData:
             if not _is_image(path):
                 raise DatasetError(f"{where}: path {path!r} is not an image; extensions {list(IMAGE_EXTS)}")
             full = os.path.normpath(path if os.path.isabs(path) else os.path.join(folder, path))
-            splits[split].append(Sample(full, pid, camid, split))
+            splits[split].append(Sample(full, pid, camid, split, camid))  # shown as written
     return _make_data("manifest", root, splits)
+
+
+# --------------------------------------------------------------------------- display camera
+
+_CAMERA_IS_CAMID_PLUS_ONE = ("market1501", "demo", "dukemtmcreid", "msmt17", "veri776")
+
+
+def display_camera(dataset: str, camid: int, file_name: str, camera_regex: str = DEFAULT_CAMERA_REGEX) -> int:
+    """The ``Sample.camera`` that ``dataset``'s loader gives an image, from a record that kept
+    only its 0-based ``camid`` and file name (e.g. probes written before ``camera`` was stored).
+
+    Named layouts read the camera from the file name and store camid = camera - 1; ``folder``
+    renumbers the cameras it finds, so the number is read back from ``file_name`` with
+    ``camera_regex``; a manifest's camid is shown as written; VehicleID has none (-1).
+
+    Raises:
+        DatasetError: unknown dataset, or a folder file name the regex does not match.
+    """
+    if dataset in _CAMERA_IS_CAMID_PLUS_ONE:
+        return camid + 1
+    if dataset == "manifest":
+        return camid
+    if dataset == "vehicleid":
+        return -1
+    if dataset == "folder":
+        m = _compile_camera_regex(camera_regex).search(os.path.basename(file_name))
+        if m is None or m.group(1) is None or not m.group(1).isdigit():
+            raise DatasetError(f"{file_name}: file name does not match camera regex '{camera_regex}'")
+        return int(m.group(1))
+    raise DatasetError(f"unknown dataset {dataset!r}; valid names: {sorted(DATASETS)}")
 
 
 # --------------------------------------------------------------------------- registry

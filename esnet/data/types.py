@@ -17,14 +17,19 @@ class Sample:
     Attributes:
         path: absolute path of the image file.
         pid: identity label as in the dataset (-1 = junk, 0 = distractor for Market-1501).
-        camid: camera index, 0-based.
+        camid: camera index, 0-based (what the metrics compare).
         split: one of ``train``, ``query``, ``gallery``.
+        camera: the camera number a person reads in the data: as in the file name
+            (Market ``0004_c6s1_...`` -> 6, camid 5; a ``folder`` dataset's regex match, whatever
+            its renumbered camid), the manifest's camid as written; -1 = no camera (VehicleID,
+            names without one). Shown wherever a camera is displayed.
     """
 
     path: str
     pid: int
     camid: int
     split: str
+    camera: int = -1
 
 
 @dataclass(frozen=True)

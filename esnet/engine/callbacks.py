@@ -262,7 +262,8 @@ class ProbeCallback(Callback):
             rundir.atomic_write_bytes(pdir / name, buf.getvalue())
             s = self.train[i]
             entries.append({"index": i, "path": s.path, "relpath": _relpath(s.path, self.dataset_root),
-                            "pid": s.pid, "label": self.label_map[s.pid], "camid": s.camid, "image": name})
+                            "pid": s.pid, "label": self.label_map[s.pid], "camid": s.camid, "camera": s.camera,
+                            "image": name})
         rundir.atomic_write_json(pdir / rundir.PROBES_FILE, {
             "probes": entries,
             "feature_size": list(feature_size),

@@ -40,8 +40,8 @@ def test_grid_shows_every_probe_at_the_epoch(tmp_path, demo_root, monkeypatch) -
     at = open_app(monkeypatch, tmp_path / "runs", demo_root, PAGE)
     grid = [c for img in at.image for c in img.captions if c.startswith("#")]
     assert len(grid) == 5
-    assert grid[0] == "#0 · id 1 · cam 0 · erased rows 3–5"
-    assert grid[4] == "#4 · id 5 · cam 0 · erased rows 0–2"  # CAM row (4 + 4) % 8 = 0: the block clips to the top
+    assert grid[0] == "#0 · id 1 · cam 1 · erased rows 3–5"  # 0001_c1s1_...: camera 1 (camid 0)
+    assert grid[4] == "#4 · id 5 · cam 1 · erased rows 0–2"  # CAM row (4 + 4) % 8 = 0: the block clips to the top
     assert [img.captions for img in at.image][:3] == [["probe image"], ["CAM at epoch 4"], ["erased block"]]
     assert not at.info  # the run ships its probe images
 

@@ -1,4 +1,7 @@
 """AppTest of the Rank browser on the demo checkpoint and demo data."""
+import re
+from pathlib import Path
+
 import pytest
 
 from app import model_views
@@ -35,6 +38,19 @@ def test_worst_query_first_with_its_ranked_gallery(demo_env, report) -> None:
     for caption, (_, hit) in zip(captions[1:], ranking.iterrows()):
         assert f"d={hit['distance']:.3f}" in caption and f"id {hit['pid']}" in caption
         assert ("ignored" in caption) if hit["ignored"] else (("✓" in caption) == hit["correct"])
+        # the camera of the file name (0004_c6s1_... -> cam 6), not the 0-based camid
+        assert caption.endswith(f"cam {_file_camera(hit['path'])}") and hit["camera"] == hit["camid"] + 1
+    head = next(h.value for h in at.subheader if h.value.startswith("Query #"))
+    assert head.endswith(f"camera {_file_camera(worst['path'])}")
+    picker = at.selectbox(key="rank_query_worst first (AP)_cosine")
+    assert f"cam {_file_camera(worst['path'])} · AP {worst['ap']:.2f} · first hit {worst['first_hit']}" in \
+        picker.options[picker.index]
+    assert worst["first_hit"] == report.result.first_hit[worst["query"]] + 1  # 1-based rank for people
+
+
+def _file_camera(path: str) -> int:
+    """The camera number in a Market-style file name (``0004_c6s1_...`` -> 6)."""
+    return int(re.match(r"\d+_c(\d)s", Path(path).name).group(1))
 
 
 def test_order_changes_the_first_query(demo_env, report) -> None:
@@ -58,11 +74,30 @@ def test_topk_and_the_explained_match(demo_env, report) -> None:
     assert f"#3 · id {match['pid']} · d={match['distance']:.3f}" in image_captions(at)
 
 
+def test_picker_shows_the_reranked_ap_when_reranking_is_on(demo_env, report) -> None:
+    at = open_page("rank_browser")
+    picked = _shown_query(at)
+    at.checkbox(key="rank_rerank").check().run()
+    assert not at.exception, at.exception
+    assert _shown_query(at) == picked  # re-ranking keeps the query
+    reranked = api.evaluate_checkpoint(demo_env.run_dir, "demo", demo_env.data_root, cache_dir=demo_env.cache_dir,
+                                       rerank=True).per_query.loc[picked]
+    assert reranked["ap"] != pytest.approx(report.per_query.loc[picked, "ap"], abs=0.005)  # the two differ here
+    picker = at.selectbox(key="rank_query_worst first (AP)_reranked")
+    label = picker.options[picker.index]
+    assert label.startswith(f"#{picked} ·") and f"AP {reranked['ap']:.2f} · first hit {reranked['first_hit']}" in label
+    assert image_captions(at)[0] == f"query  \nAP {reranked['ap']:.2f}"  # the strip agrees with the picker
+    at.checkbox(key="rank_rerank").uncheck().run()
+    picker = at.selectbox(key="rank_query_worst first (AP)_cosine")
+    assert f"AP {report.per_query.loc[picked, 'ap']:.2f}" in picker.options[picker.index]
+
+
 def test_ordered_queries_puts_unscored_queries_last() -> None:
     import pandas as pd
 
     pq = pd.DataFrame({"query": [0, 1, 2, 3], "path": list("abcd"), "pid": [5, 3, 9, 1], "camid": [0, 1, 0, 2],
-                       "ap": [0.9, 0.1, 0.0, 0.5], "first_hit": [0, 4, -1, 1], "hardest_positive": [0, 9, -1, 3],
+                       "camera": [1, 2, 1, 3],
+                       "ap": [0.9, 0.1, 0.0, 0.5], "first_hit": [1, 5, -1, 2], "hardest_positive": [1, 10, -1, 4],
                        "num_positives": [2, 2, 0, 1], "valid": [True, True, False, True]})
     assert list(model_views.ordered_queries(pq, "worst first (AP)")["query"]) == [1, 3, 0, 2]
     assert list(model_views.ordered_queries(pq, "by query id")["query"]) == [3, 1, 0, 2]
