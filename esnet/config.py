@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 POOLS = ("p", "avg", "max")
+"""Pooling kinds (``model.pool``; ``esnet.model.pooling.Pool`` takes the same names)."""
 ERASING = ("off", "salient", "random")
 TEST_FEATURES = ("concat", "global", "erase")
 DEVICES = ("auto", "cpu", "cuda")

@@ -8,7 +8,7 @@ from esnet.model.backbone import (
 )
 from esnet.model.erasing import block_size, box_mask, linear_cam, minmax_scale, random_box, salient_box
 from esnet.model.esnet import ESNet, ESNetOutput, ErasingRecord, build_model
-from esnet.model.pooling import POOL_KINDS, Pool, p_pool
+from esnet.model.pooling import Pool, p_pool
 
 __all__ = [
     "BACKBONES",
@@ -16,7 +16,6 @@ __all__ = [
     "ESNet",
     "ESNetOutput",
     "ErasingRecord",
-    "POOL_KINDS",
     "Pool",
     "block_size",
     "box_mask",

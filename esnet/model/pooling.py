@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-POOL_KINDS = ("p", "avg", "max")
+from esnet.config import POOLS  # the pooling kinds: one tuple, checked by the config too
 
 
 def p_pool(x: torch.Tensor, p: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -98,8 +98,8 @@ class Pool(nn.Module):
     def __init__(self, kind: str, p_init: float = 3.0, eps: float = 1e-6, *, channels: int = 1,
                  per_channel: bool = False) -> None:
         super().__init__()
-        if kind not in POOL_KINDS:
-            raise ValueError(f"pool kind must be one of {list(POOL_KINDS)}, got {kind!r}")
+        if kind not in POOLS:
+            raise ValueError(f"pool kind must be one of {list(POOLS)}, got {kind!r}")
         if eps <= 0.0:
             raise ValueError(f"eps must be > 0, got {eps!r}")
         self.kind = kind
