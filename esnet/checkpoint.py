@@ -26,8 +26,9 @@ from torch import nn
 
 from esnet.atomic import atomic_path
 from esnet.config import Config, from_dict, to_dict
-from esnet.model import ESNet, build_model, is_legacy_mobilenet_v2, remap_legacy_mobilenet_v2
+from esnet.model import ESNet, build_model
 from esnet.model.pooling import q_from_p
+from esnet.weights import is_legacy_mobilenet_v2, remap_legacy_mobilenet_v2
 
 CHECKPOINT_VERSION = 1
 _REQUIRED_KEYS = ("version", "model", "epoch", "config", "num_classes")

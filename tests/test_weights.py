@@ -14,9 +14,17 @@ import torchvision
 from esnet import weights as weights_mod
 from esnet.checkpoint import load_backbone_weights
 from esnet.config import ModelConfig
-from esnet.model import build_model, is_legacy_mobilenet_v2, remap_legacy_mobilenet_v2
+from esnet.model import build_model
 from esnet.paths import default_cache_dir
-from esnet.weights import WEIGHTS, WeightsError, WeightsSpec, fetch_weights, sha256_file
+from esnet.weights import (
+    WEIGHTS,
+    WeightsError,
+    WeightsSpec,
+    fetch_weights,
+    is_legacy_mobilenet_v2,
+    remap_legacy_mobilenet_v2,
+    sha256_file,
+)
 
 
 # Written independently of the code under test: today's layout -> the legacy flat layout.

@@ -1,11 +1,5 @@
 """ES-Net model: backbones, pooling, salient erasing, the two-branch network."""
-from esnet.model.backbone import (
-    BACKBONES,
-    Backbone,
-    build_backbone,
-    is_legacy_mobilenet_v2,
-    remap_legacy_mobilenet_v2,
-)
+from esnet.model.backbone import BACKBONES, Backbone, build_backbone
 from esnet.model.erasing import block_size, box_mask, linear_cam, minmax_scale, random_box, salient_box
 from esnet.model.esnet import ESNet, ESNetOutput, ErasingRecord, build_model
 from esnet.model.pooling import Pool, p_pool
@@ -21,11 +15,9 @@ __all__ = [
     "box_mask",
     "build_backbone",
     "build_model",
-    "is_legacy_mobilenet_v2",
     "linear_cam",
     "minmax_scale",
     "p_pool",
     "random_box",
-    "remap_legacy_mobilenet_v2",
     "salient_box",
 ]
