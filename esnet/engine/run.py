@@ -17,7 +17,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 import esnet
-from esnet.checkpoint import legacy_p_keys, load_backbone_weights, load_checkpoint, restore_model
+from esnet.checkpoint import Checkpoint, legacy_p_keys, load_backbone_weights, load_checkpoint, restore_model
 from esnet.config import Config, dumps, override, to_dict
 from esnet.data.datasets import load_dataset
 from esnet.data.loader import build_test_loader, build_train_loader, relabel
@@ -160,6 +160,123 @@ def build_callbacks(cfg: Config, run_dir: Path, data: ReidData, num_classes: int
     return callbacks
 
 
+# --- the steps of train_run, in order ------------------------------------------------------
+def _resume_checks(out: Path, resume_updates: dict[str, Any] | None) -> tuple[Config, Config, Checkpoint]:
+    """What --resume continues from, checked: (stored config, config to run, last checkpoint).
+
+    Called holding the lock, so it first removes the temporary files of a dead writer.
+
+    Raises:
+        RunDirError: no run, no ``last.pt``, a checkpoint from before learnable P-pooling, a
+            checkpoint whose config differs beyond :data:`RESUME_MUTABLE`, or more epochs
+            done than ``optim.epochs``.
+    """
+    rundir.remove_orphan_tmp(out)  # we hold the lock: a .tmp here is a dead writer's, e.g. a killed save
+    if not (out / rundir.CONFIG_FILE).exists():
+        raise rundir.RunDirError(f"cannot resume: {str(out)!r} holds no run ({rundir.CONFIG_FILE} missing)")
+    stored = rundir.read_config(out)
+    cfg = resume_config(stored, None, resume_updates)
+    last_pt = rundir.checkpoint_path(out, "last")
+    if not last_pt.exists():
+        raise rundir.RunDirError(
+            f"cannot resume: {str(last_pt)!r} does not exist (no epoch finished); start a new run instead"
+        )
+    ckpt = load_checkpoint(last_pt)
+    if legacy_p_keys(ckpt.model_state):
+        raise rundir.RunDirError(
+            f"cannot resume: {str(last_pt)!r} predates learnable P-pooling (raw exponent "
+            f"{legacy_p_keys(ckpt.model_state)[0]!r}, p in the base-lr group); its optimizer state does "
+            "not fit p = 1 + softplus(q) in its own group (optim.p_lr_mult). Its weights still load for eval, "
+            "search and export; start a new run to train further"
+        )
+    if [k for k in _changes(ckpt.config, cfg) if k not in RESUME_MUTABLE]:
+        raise rundir.RunDirError(f"cannot resume: {str(last_pt)!r} was saved with a different config than "
+                                 f"{str(out / rundir.CONFIG_FILE)!r}")
+    if ckpt.epoch > cfg.optim.epochs:
+        raise rundir.RunDirError(f"cannot resume: {ckpt.epoch} epochs are already done, more than "
+                                 f"optim.epochs={cfg.optim.epochs}")
+    return stored, cfg, ckpt
+
+
+def _build_data(cfg: Config, rank: int, world_size: int) -> tuple[ReidData, Any, int]:
+    """(dataset, this rank's PK-sampled train loader, number of training identities)."""
+    data = load_dataset(cfg.data.dataset, cfg.data.root, camera_regex=cfg.data.camera_regex)
+    loader, num_classes = build_train_loader(data.train, cfg.data, seed=cfg.train.seed, rank=rank,
+                                             world_size=world_size)
+    return data, loader, num_classes
+
+
+def _build_model(cfg: Config, num_classes: int, ckpt: Checkpoint | None,
+                 dev: torch.device) -> tuple[torch.nn.Module, int, dict[str, Any] | None]:
+    """(model on ``dev``, first epoch to run, AMP scaler state): seeded initialisation, then the
+    checkpoint's weights (resume) or the backbone weights (``model.weights``).
+
+    Initialisation is seeded from ``train.seed`` inside ``fork_rng`` (the caller's global RNG is
+    untouched), so every DDP rank builds the same model.
+
+    Raises:
+        RunDirError: the checkpoint does not fit the dataset or lacks optimizer/scheduler state.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.train.seed)
+        model = build_model(cfg.model, num_classes)
+    start_epoch, scaler_state = 0, None
+    if ckpt is not None:
+        if ckpt.num_classes != num_classes:
+            raise rundir.RunDirError(
+                f"cannot resume: the checkpoint has {ckpt.num_classes} classes, the dataset now {num_classes}"
+            )
+        if ckpt.optimizer_state is None or ckpt.scheduler_state is None:
+            raise rundir.RunDirError("cannot resume: the checkpoint lacks optimizer or scheduler state")
+        restore_model(ckpt, model)
+        start_epoch = ckpt.epoch
+        scaler_state = ckpt.extra.get("scaler") or None
+    elif cfg.model.weights:
+        load_backbone_weights(model, cfg.model.weights)
+    model.to(dev)
+    if dev.type == "cuda":
+        model.to(memory_format=torch.channels_last)  # before DDP builds its gradient buckets
+    return model, start_epoch, scaler_state
+
+
+def _build_optimiser(model: torch.nn.Module, cfg: Config, ckpt: Checkpoint | None) -> tuple[Any, Any]:
+    """(optimizer, scheduler) for ``model``, with the checkpoint's states on resume."""
+    optimizer = build_optimizer(model, cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.optim)
+    if ckpt is not None:
+        optimizer.load_state_dict(ckpt.optimizer_state)  # moves the state to the parameters' device
+        scheduler.load_state_dict(ckpt.scheduler_state)
+    return optimizer, scheduler
+
+
+def _write_header(out: Path, cfg: Config, data: ReidData, num_classes: int, dev: torch.device, *, command: str,
+                  world_size: int, resumed_from: tuple[Config, int] | None) -> None:
+    """config.json and meta.json of a fresh run; on resume (``resumed_from`` = (stored config,
+    first epoch)) the updated config, the resume appended to meta.json, and metrics.jsonl cut
+    back to the checkpoint's epoch."""
+    if resumed_from is None:
+        rundir.write_config(out, cfg)
+        rundir.write_meta(out, _meta(cfg, data, num_classes, dev, command, world_size))
+        return
+    stored, start_epoch = resumed_from
+    if (out / rundir.CONFIG_FILE).read_text(encoding="utf-8") != dumps(cfg):
+        rundir.write_config(out, cfg)
+    meta = rundir.read_meta(out)
+    at = rundir.now_iso()
+    meta["resumed_at"] = [*meta.get("resumed_at", []), at]
+    meta["resumes"] = [*meta.get("resumes", []), {"at": at, "from_epoch": start_epoch, "command": command,
+                                                  "changed": _changes(stored, cfg)}]
+    rundir.write_meta(out, meta)
+    rundir.truncate_metrics(out, start_epoch)
+
+
+def _distributed(model: torch.nn.Module, dev: torch.device, world_size: int) -> torch.nn.Module:
+    """``model`` wrapped in DistributedDataParallel when ``world_size`` > 1, else ``model``."""
+    if world_size > 1:
+        return DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    return model
+
+
 def train_run(
     cfg: Config,
     run_dir: str | Path,
@@ -207,89 +324,27 @@ def train_run(
     lock = rundir.acquire_lock(out) if writer else None
     started = False
     try:
-        ckpt = None
+        ckpt, stored = None, None
         if resume:
-            rundir.remove_orphan_tmp(out)  # we hold the lock: a .tmp here is a dead writer's, e.g. a killed save
-            if not (out / rundir.CONFIG_FILE).exists():
-                raise rundir.RunDirError(f"cannot resume: {str(out)!r} holds no run ({rundir.CONFIG_FILE} missing)")
-            stored = rundir.read_config(out)
-            cfg = resume_config(stored, None, resume_updates)
-            last_pt = rundir.checkpoint_path(out, "last")
-            if not last_pt.exists():
-                raise rundir.RunDirError(
-                    f"cannot resume: {str(last_pt)!r} does not exist (no epoch finished); start a new run instead"
-                )
-            ckpt = load_checkpoint(last_pt)
-            if legacy_p_keys(ckpt.model_state):
-                raise rundir.RunDirError(
-                    f"cannot resume: {str(last_pt)!r} predates learnable P-pooling (raw exponent "
-                    f"{legacy_p_keys(ckpt.model_state)[0]!r}, p in the base-lr group); its optimizer state does "
-                    "not fit p = 1 + softplus(q) in its own group (optim.p_lr_mult). Its weights still load for eval, "
-                    "search and export; start a new run to train further"
-                )
-            if [k for k in _changes(ckpt.config, cfg) if k not in RESUME_MUTABLE]:
-                raise rundir.RunDirError(f"cannot resume: {str(last_pt)!r} was saved with a different config than "
-                                         f"{str(out / rundir.CONFIG_FILE)!r}")
-            if ckpt.epoch > cfg.optim.epochs:
-                raise rundir.RunDirError(f"cannot resume: {ckpt.epoch} epochs are already done, more than "
-                                         f"optim.epochs={cfg.optim.epochs}")
+            stored, cfg, ckpt = _resume_checks(out, resume_updates)
         elif writer:
             _check_fresh(out)
         if cfg.train.seed < 0:
             raise ValueError(f"train.seed must be >= 0, got {cfg.train.seed!r}")
         dev = device if device is not None else resolve_device(cfg.train.device)
 
-        data = load_dataset(cfg.data.dataset, cfg.data.root, camera_regex=cfg.data.camera_regex)
-        loader, num_classes = build_train_loader(data.train, cfg.data, seed=cfg.train.seed, rank=rank,
-                                                 world_size=world_size)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.train.seed)
-            model = build_model(cfg.model, num_classes)
-        start_epoch, scaler_state = 0, None
-        if ckpt is not None:
-            if ckpt.num_classes != num_classes:
-                raise rundir.RunDirError(
-                    f"cannot resume: the checkpoint has {ckpt.num_classes} classes, the dataset now {num_classes}"
-                )
-            if ckpt.optimizer_state is None or ckpt.scheduler_state is None:
-                raise rundir.RunDirError("cannot resume: the checkpoint lacks optimizer or scheduler state")
-            restore_model(ckpt, model)
-            start_epoch = ckpt.epoch
-            scaler_state = ckpt.extra.get("scaler") or None
-        elif cfg.model.weights:
-            load_backbone_weights(model, cfg.model.weights)
-        model.to(dev)
-        if dev.type == "cuda":
-            model.to(memory_format=torch.channels_last)  # before DDP builds its gradient buckets
-        optimizer = build_optimizer(model, cfg.optim)
-        scheduler = build_scheduler(optimizer, cfg.optim)
-        if ckpt is not None:
-            optimizer.load_state_dict(ckpt.optimizer_state)  # moves the state to the parameters' device
-            scheduler.load_state_dict(ckpt.scheduler_state)
-
+        data, loader, num_classes = _build_data(cfg, rank, world_size)
+        model, start_epoch, scaler_state = _build_model(cfg, num_classes, ckpt, dev)
+        optimizer, scheduler = _build_optimiser(model, cfg, ckpt)
         own: list[Callback] = []
         if writer:
             own = build_callbacks(cfg, out, data, num_classes, start_epoch=start_epoch)  # may refuse: before writing
-            if ckpt is None:
-                rundir.write_config(out, cfg)
-                rundir.write_meta(out, _meta(cfg, data, num_classes, dev, command, world_size))
-            else:
-                if (out / rundir.CONFIG_FILE).read_text(encoding="utf-8") != dumps(cfg):
-                    rundir.write_config(out, cfg)
-                meta = rundir.read_meta(out)
-                at = rundir.now_iso()
-                meta["resumed_at"] = [*meta.get("resumed_at", []), at]
-                meta["resumes"] = [*meta.get("resumes", []), {"at": at, "from_epoch": start_epoch, "command": command,
-                                                              "changed": _changes(stored, cfg)}]
-                rundir.write_meta(out, meta)
-                rundir.truncate_metrics(out, start_epoch)
+            _write_header(out, cfg, data, num_classes, dev, command=command, world_size=world_size,
+                          resumed_from=None if ckpt is None else (stored, start_epoch))
         started = True
         last = _LastRecord()
-        net: torch.nn.Module = model
-        if world_size > 1:
-            net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
-        fit(net, loader, optimizer, scheduler, cfg, [*own, *callbacks, last], start_epoch=start_epoch,
-            device=dev, scaler_state=scaler_state, rank=rank, world_size=world_size)
+        fit(_distributed(model, dev, world_size), loader, optimizer, scheduler, cfg, [*own, *callbacks, last],
+            start_epoch=start_epoch, device=dev, scaler_state=scaler_state, rank=rank, world_size=world_size)
         best = rundir.best_eval(rundir.read_metrics(out)) if writer else None
         return RunResult(
             run_dir=str(out),
