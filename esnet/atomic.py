@@ -23,17 +23,9 @@ FILE_MODE = 0o644
 """Permissions of a file written here (run files, checkpoints and exports are meant to be shared)."""
 
 
-def fsync_dir(directory: str | Path) -> None:
-    """fsync a directory, so that a rename or a new entry in it is on disk."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_file(path: str | Path) -> None:
-    """fsync a file's data (through a new descriptor: fsync flushes the file, not the descriptor)."""
+def fsync_path(path: str | Path) -> None:
+    """fsync a file's data or a directory's entries (a rename, a new file) through a new
+    read-only descriptor: fsync flushes the file or directory, not the descriptor."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -55,10 +47,10 @@ def temp_beside(path: str | Path) -> Path:
 def replace_with(tmp: str | Path, path: str | Path) -> None:
     """Make the complete file ``tmp`` (from :func:`temp_beside`) become ``path``: fsync it, make it
     readable (:data:`FILE_MODE`), rename it over ``path``, fsync the directory."""
-    fsync_file(tmp)
+    fsync_path(tmp)
     os.chmod(tmp, FILE_MODE)
     os.replace(tmp, path)
-    fsync_dir(Path(path).parent)
+    fsync_path(Path(path).parent)
 
 
 @contextmanager
