@@ -13,10 +13,12 @@ A checkpoint is a dict::
 """
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import re
 import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -229,17 +231,134 @@ def load_checkpoint(path: str | Path, *, map_location: Any = "cpu") -> Checkpoin
     num_classes = raw["num_classes"]
     if not isinstance(num_classes, int) or num_classes < 1:
         raise CheckpointError(f"checkpoint {str(p)!r}: num_classes must be an integer >= 1, got {num_classes!r}")
+    extra = dict(raw.get("extra") or {})
     return Checkpoint(
-        model_state=raw["model"],
+        model_state=_unpacked(raw["model"], extra.get("packed"), str(p)),
         optimizer_state=raw.get("optimizer"),
         scheduler_state=raw.get("scheduler"),
         epoch=int(raw["epoch"]),
         config=config,
         num_classes=num_classes,
         version=version,
-        extra=dict(raw.get("extra") or {}),
+        extra=extra,
         path=str(p),
     )
+
+
+# --- release checkpoints: small, inference-only files to ship ----------------------------
+RELEASE_INT8_KEYS = ("global_head.classifier.weight",)
+"""Stored as int8 rows with one float16 scale per row in a release checkpoint. The global
+classifier is used only for CAMs (the class activation map of an identity), never for the
+embedding, so its ~0.4 % rounding leaves every feature and every reported mAP unchanged."""
+
+RELEASE_DROPPED_KEYS = ("erase_head.classifier.weight",)
+"""Left out of a release checkpoint: the erasing branch's classifier is used by its training
+loss only (the CAM and the embedding never read it). Loading fills it with zeros."""
+
+
+def _unpacked(state: dict[str, torch.Tensor], packed: Any, where: str) -> dict[str, torch.Tensor]:
+    """``state`` with a release checkpoint's packed tensors restored (``state`` itself when none).
+
+    ``packed`` is ``{"int8": {key: {"q": (R, C) int8, "scale": (R,) float}}, "dropped": [key]}``
+    (see :func:`write_release_checkpoint`). Only the keys in ``RELEASE_INT8_KEYS`` /
+    ``RELEASE_DROPPED_KEYS`` may be packed, and a dropped tensor takes the shape of the global
+    classifier, so an untrusted file cannot make this allocate more than it holds.
+
+    Raises:
+        CheckpointError: a malformed ``packed`` entry, named.
+    """
+    if packed is None:
+        return state
+    if not isinstance(packed, dict) or set(packed) - {"int8", "dropped"}:
+        raise CheckpointError(f"checkpoint {where!r}: extra['packed'] must be a dict with keys int8 and dropped, "
+                              f"got {packed!r:.200}")
+    out = dict(state)
+    int8 = packed.get("int8") or {}
+    if not isinstance(int8, dict):
+        raise CheckpointError(f"checkpoint {where!r}: extra['packed']['int8'] must be a dict")
+    for key, entry in int8.items():
+        q = entry.get("q") if isinstance(entry, dict) else None
+        scale = entry.get("scale") if isinstance(entry, dict) else None
+        ok = (key in RELEASE_INT8_KEYS and key not in out and isinstance(q, torch.Tensor)
+              and isinstance(scale, torch.Tensor) and q.dtype == torch.int8 and q.ndim == 2
+              and scale.is_floating_point() and tuple(scale.shape) == (q.shape[0],))
+        if not ok:
+            raise CheckpointError(f"checkpoint {where!r}: packed int8 entry {key!r} must be a key of "
+                                  f"{list(RELEASE_INT8_KEYS)} absent from the state, with q (R, C) int8 and "
+                                  "scale (R,) float")
+        out[key] = q.float() * scale.float()[:, None]  # (R, C)
+    dropped = packed.get("dropped") or []
+    if not isinstance(dropped, list) or any(k not in RELEASE_DROPPED_KEYS or k in out for k in dropped):
+        raise CheckpointError(f"checkpoint {where!r}: packed dropped keys must be among {list(RELEASE_DROPPED_KEYS)} "
+                              f"and absent from the state, got {dropped!r:.200}")
+    for key in dropped:
+        like = out.get("global_head.classifier.weight")
+        if like is None:
+            raise CheckpointError(f"checkpoint {where!r}: {key!r} was dropped but the global classifier it takes "
+                                  "its shape from is missing")
+        out[key] = torch.zeros_like(like, dtype=torch.float32)
+    return out
+
+
+def write_release_checkpoint(src: str | Path, dst: str | Path) -> Path:
+    """Write a small inference-only copy of a training checkpoint, for shipping with the code.
+
+    Float weights become float16 (P-pooling's q stays float32), ``RELEASE_INT8_KEYS`` become
+    int8 rows with a per-row scale, ``RELEASE_DROPPED_KEYS`` are left out, and there is no
+    optimizer or scheduler state (so it cannot be resumed). The zip entries are deflated
+    (``torch.load`` reads them as usual). The embedding of every image equals the source
+    model's up to float16 rounding. Written atomically, and re-read before it replaces
+    anything.
+
+    Args:
+        src: a checkpoint written by :func:`save_checkpoint`.
+        dst: the file to write (its directory is created).
+    Returns:
+        ``dst`` as a Path.
+    Raises:
+        CheckpointError: ``src`` is unreadable or does not fit its own config.
+    """
+    ckpt = load_checkpoint(src)
+    model = build_model(ckpt.config.model, ckpt.num_classes)
+    restore_model(ckpt, model)  # validates and upgrades older layouts
+    state: dict[str, torch.Tensor] = {}
+    for k, v in model.state_dict().items():
+        keep_fp32 = k.endswith("pool.q")  # float16 would move p by ~1e-3
+        state[k] = v.detach().clone() if keep_fp32 or not v.is_floating_point() else v.detach().half()
+    packed: dict[str, Any] = {"int8": {}, "dropped": []}
+    for key in RELEASE_INT8_KEYS:
+        w = state.pop(key).float()  # (R, C)
+        scale = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-12)  # (R,)
+        packed["int8"][key] = {"q": torch.round(w / scale[:, None]).to(torch.int8), "scale": scale.half()}
+    for key in RELEASE_DROPPED_KEYS:
+        if key in state:
+            del state[key]
+            packed["dropped"].append(key)
+    payload = {"version": CHECKPOINT_VERSION, "model": state, "optimizer": None, "scheduler": None,
+               "epoch": ckpt.epoch, "config": to_dict(ckpt.config), "num_classes": ckpt.num_classes,
+               "extra": {"record": ckpt.extra.get("record", {}), "slim": True, "release": True, "packed": packed}}
+    plain = io.BytesIO()
+    torch.save(payload, plain)
+    deflated = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(plain.getvalue())) as zin, \
+            zipfile.ZipFile(deflated, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as zout:
+        for info in zin.infolist():
+            zout.writestr(info.filename, zin.read(info.filename))
+    data = deflated.getvalue()
+    torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)  # readable before it replaces anything
+    out = Path(dst)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
 
 
 # --- fitting state dicts to models -------------------------------------------------------

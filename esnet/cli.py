@@ -305,6 +305,20 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return _guarded(run)
 
 
+def _cmd_release(args: argparse.Namespace) -> int:
+    from esnet.checkpoint import write_release_checkpoint
+    from esnet.embedding import resolve_checkpoint
+
+    def run() -> int:
+        src = resolve_checkpoint(args.checkpoint)
+        out = write_release_checkpoint(src, args.out)
+        print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB, from {src} at {src.stat().st_size / 1e6:.1f} MB): "
+              "float16 weights, int8 global classifier, no optimizer (inference only, cannot be resumed)")
+        return 0
+
+    return _guarded(run)
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from esnet import api
 
@@ -504,6 +518,11 @@ def _add_infer(sub: argparse._SubParsersAction) -> None:
     export.add_argument("--opset", type=int, default=17, help="ONNX opset version")
     export.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of text")
     export.set_defaults(func=_cmd_export)
+
+    rel = sub.add_parser("release", help="write a small inference-only copy of a checkpoint (float16, no optimizer)")
+    rel.add_argument("--checkpoint", required=True, help="checkpoint file or run directory (its last.pt)")
+    rel.add_argument("--out", required=True, help="output .pt file, e.g. results/<run>/checkpoints/last.pt")
+    rel.set_defaults(func=_cmd_release)
 
     ev = sub.add_parser("eval", help="R1/R5/R10/mAP/mINP of a checkpoint on a dataset's query/gallery split")
     common(ev)

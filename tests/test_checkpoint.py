@@ -241,3 +241,66 @@ def test_committed_demo_checkpoint_keeps_its_learned_p():
         pytest.skip("the demo checkpoint was rebuilt in the softplus format (no raw pool.p keys)")
     model, _ = load_model(path)
     assert model.learned_p() == pytest.approx(stored, abs=1e-6) and set(stored) == {"global", "erase"}
+
+
+def test_release_checkpoint_is_small_fp16_and_embeds_like_the_source(tmp_path):
+    cfg = _config(backbone="mobilenet_v2", erasing="salient")
+    model = _small(cfg, num_classes=40)
+    with torch.no_grad():  # trained-looking weights: a classifier far from its N(0, 0.001) init
+        model.global_head.classifier.weight.normal_(0.0, 0.05)
+        model.erase_head.classifier.weight.normal_(0.0, 0.05)
+    src = tmp_path / "last.pt"
+    _save(src, model, cfg, num_classes=40)
+    dst = ckpt_mod.write_release_checkpoint(src, tmp_path / "release" / "last.pt")
+
+    raw = torch.load(dst, map_location="cpu", weights_only=True)
+    assert raw["optimizer"] is None and raw["extra"]["release"] is True
+    assert "erase_head.classifier.weight" not in raw["model"]  # training-only, dropped
+    assert "global_head.classifier.weight" not in raw["model"]  # packed as int8 rows
+    floats = [v for v in raw["model"].values() if v.is_floating_point()]
+    assert floats and all(v.dtype == torch.float16 for v in floats)
+    assert dst.stat().st_size < 0.45 * src.stat().st_size
+    assert not list(dst.parent.glob("*.tmp"))
+
+    loaded, ck = load_model(dst)
+    model.eval()
+    x = torch.randn(4, 3, 64, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a, b = model(x).embedding, loaded(x).embedding
+    assert torch.nn.functional.cosine_similarity(a, b).min() > 0.9999
+    w0, w1 = model.global_head.classifier.weight.detach(), loaded.global_head.classifier.weight.detach()
+    assert float((w0 - w1).abs().max()) <= float(w0.abs().amax(dim=1).max()) / 127.0  # int8 rounding, per row
+    assert float((w0 - w1).abs().max()) > 0.0  # it really was packed
+    assert torch.count_nonzero(loaded.erase_head.classifier.weight) == 0
+    assert ck.num_classes == 40
+
+
+@pytest.mark.parametrize("packed", [
+    {"int8": {"backbone.features.0.0.weight": {"q": torch.zeros(2, 2, dtype=torch.int8), "scale": torch.ones(2)}}},
+    {"int8": {"global_head.classifier.weight": {"q": torch.zeros(2, 2), "scale": torch.ones(2)}}},
+    {"dropped": ["global_head.bnneck.weight"]},
+    {"other": 1},
+])
+def test_malformed_release_packing_is_refused_by_name(tmp_path, packed):
+    cfg = _config(backbone="mobilenet_v2", erasing="off")
+    model = _small(cfg)
+    state = {k: v for k, v in model.state_dict().items() if k != "global_head.classifier.weight"}
+    payload = {"version": CHECKPOINT_VERSION, "model": state, "epoch": 1, "config": to_dict(cfg), "num_classes": 3,
+               "extra": {"packed": packed}}
+    torch.save(payload, tmp_path / "x.pt")
+    with pytest.raises(CheckpointError, match="packed"):
+        load_checkpoint(tmp_path / "x.pt")
+
+
+def test_cli_release_writes_the_small_copy_and_refuses_a_missing_run(tmp_path, capsys):
+    from esnet.cli import main
+
+    cfg = _config(backbone="mobilenet_v2", erasing="off")
+    run = tmp_path / "run"
+    _save(run / "checkpoints" / "last.pt", _small(cfg), cfg)
+    assert main(["release", "--checkpoint", str(run), "--out", str(tmp_path / "out" / "last.pt")]) == 0
+    assert "float16" in capsys.readouterr().out
+    assert load_checkpoint(tmp_path / "out" / "last.pt").extra["release"] is True
+    assert main(["release", "--checkpoint", str(tmp_path / "nope"), "--out", str(tmp_path / "o.pt")]) == 2
+    assert "nope" in capsys.readouterr().err
+    assert not (tmp_path / "o.pt").exists()
