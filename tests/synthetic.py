@@ -124,3 +124,19 @@ def make_run(d: Path, *, pool: str = "p", erasing: str = "salient", epochs: int 
     rundir.write_status(d, state=state, epoch=done, total_epochs=epochs,
                         error="RuntimeError: boom" if state == "failed" else None)
     return d
+
+
+def random_checkpoint(path: Path, *, num_classes: int = 3, overrides: dict | None = None, seed: int = 0) -> Path:
+    """A checkpoint of an untrained model (torch seeded with ``seed``): resnet18 at 64x32 unless
+    ``overrides`` (dotted config keys) say otherwise. Returns ``path``."""
+    import torch
+
+    from esnet.checkpoint import save_checkpoint
+    from esnet.config import Config, override
+    from esnet.model import build_model
+
+    cfg = override(Config(), {"model.backbone": "resnet18", "data.height": 64, "data.width": 32, **(overrides or {})})
+    torch.manual_seed(seed)
+    save_checkpoint(path, model=build_model(cfg.model, num_classes), optimizer=None, scheduler=None, epoch=1,
+                    config=cfg, num_classes=num_classes)
+    return path

@@ -10,16 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from esnet import cli
-from esnet.checkpoint import save_checkpoint
-from esnet.config import Config, override
 from esnet.data.datasets import load_dataset
 from esnet.embedding import embed_split, load_inference
 from esnet.metrics import evaluate_vehicleid, pairwise_distance
-from esnet.model import build_model
-from tests.synthetic import VEHICLEID_FIXTURE_IDS, make_vehicleid
+from tests.synthetic import VEHICLEID_FIXTURE_IDS, make_vehicleid, random_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -29,12 +25,7 @@ def vehicleid(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory) -> Path:
-    cfg = override(Config(), {"model.backbone": "resnet18", "data.height": 64, "data.width": 32})
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
-    save_checkpoint(path, model=build_model(cfg.model, 5), optimizer=None, scheduler=None, epoch=1, config=cfg,
-                    num_classes=5)
-    return path
+    return random_checkpoint(tmp_path_factory.mktemp("ckpt") / "model.pt", num_classes=5)
 
 
 def _run(capsys, *argv) -> tuple[int, str, str]:

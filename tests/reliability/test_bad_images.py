@@ -20,18 +20,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from esnet.checkpoint import save_checkpoint
-from esnet.config import Config, override
 from esnet.data import images
 from esnet.data.images import ALPHA_BACKGROUND, MAX_FILE_BYTES, ImageError, load_rgb, load_rgb_bytes
 from esnet.data.types import Sample
 from esnet.embedding import Embeddings, embed_samples, load_inference
-from esnet.model import build_model
+from tests.synthetic import random_checkpoint
 
 Check = Callable[[Image.Image], None]
 
@@ -491,11 +488,7 @@ def test_load_rgb(case: Case, built: dict[str, str], monkeypatch: pytest.MonkeyP
 @pytest.fixture(scope="module")
 def embedded(built: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> tuple[Embeddings, list[str]]:
     d = tmp_path_factory.mktemp("embed")
-    cfg = override(Config(), {"model.backbone": "resnet18", "data.height": 64, "data.width": 32})
-    torch.manual_seed(0)
-    save_checkpoint(d / "m.pt", model=build_model(cfg.model, 3), optimizer=None, scheduler=None, epoch=1,
-                    config=cfg, num_classes=3)
-    inf = load_inference(d / "m.pt", device="cpu")
+    inf = load_inference(random_checkpoint(d / "m.pt"), device="cpu")
     rng = np.random.default_rng(5)
     good = []
     for i in range(2):

@@ -12,16 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from esnet import metrics
-from esnet.checkpoint import save_checkpoint
-from esnet.config import Config, override
 from esnet.data.types import Sample
 from esnet.embedding import embed_samples, load_inference
 from esnet.metrics import CHUNK_BYTES, evaluate
-from esnet.model import build_model
+from tests.synthetic import random_checkpoint
 
 Q, G = 3368, 19732  # Market-1501 query x gallery
 MiB = 2**20
@@ -81,11 +78,7 @@ def test_evaluate_market_size_within_documented_bound(kind: str, market_ids, rec
 @pytest.fixture(scope="module")
 def inf(tmp_path_factory: pytest.TempPathFactory):
     d = tmp_path_factory.mktemp("ckpt")
-    cfg = override(Config(), {"model.backbone": "resnet18", "data.height": 64, "data.width": 32})
-    torch.manual_seed(0)
-    save_checkpoint(d / "m.pt", model=build_model(cfg.model, 3), optimizer=None, scheduler=None, epoch=1,
-                    config=cfg, num_classes=3)
-    return load_inference(d / "m.pt", device="cpu")
+    return load_inference(random_checkpoint(d / "m.pt"), device="cpu")
 
 
 def test_cached_embeddings_stream_to_a_memmap(inf, tmp_path: Path, record) -> None:
