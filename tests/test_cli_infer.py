@@ -21,6 +21,7 @@ from esnet.checkpoint import save_checkpoint
 from esnet.config import Config, override
 from esnet.data.images import MAX_PIXELS
 from esnet.model import build_model
+from tests.synthetic import random_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_CKPT = REPO / "assets" / "demo_runs" / "esnet-p" / "checkpoints" / "last.pt"
@@ -51,12 +52,7 @@ def _json(out: str) -> dict:
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory) -> Path:
-    cfg = override(Config(), {"model.backbone": "resnet18", "data.height": 64, "data.width": 32})
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
-    save_checkpoint(path, model=build_model(cfg.model, 3), optimizer=None, scheduler=None, epoch=1, config=cfg,
-                    num_classes=3)
-    return path
+    return random_checkpoint(tmp_path_factory.mktemp("ckpt") / "model.pt", num_classes=3)
 
 
 @pytest.fixture(scope="module")
@@ -194,12 +190,7 @@ def test_eval_feature_picks_the_branches_and_keys_the_cache(ckpt, market, tmp_pa
 
 
 def test_eval_feature_erase_on_a_baseline_is_refused(market, tmp_path, capsys):
-    cfg = override(Config(), {"model.backbone": "resnet18", "data.height": 64, "data.width": 32,
-                              "model.erasing": "off"})
-    torch.manual_seed(0)
-    path = tmp_path / "baseline.pt"
-    save_checkpoint(path, model=build_model(cfg.model, 3), optimizer=None, scheduler=None, epoch=1, config=cfg,
-                    num_classes=3)
+    path = random_checkpoint(tmp_path / "baseline.pt", overrides={"model.erasing": "off"})
     code, out, err = _run(capsys, "eval", "--checkpoint", path, "--dataset", "market1501", "--root", market,
                           "--feature", "erase", "--json")
     assert code == 2 and out == ""
