@@ -14,10 +14,8 @@ A checkpoint is a dict::
 from __future__ import annotations
 
 import io
-import os
 import pickle
 import re
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from esnet.atomic import atomic_path
+from esnet.atomic import atomic_path, atomic_write_bytes
 from esnet.config import Config, from_dict, to_dict
 from esnet.model import ESNet, build_model
 from esnet.model.pooling import q_from_p
@@ -346,19 +344,7 @@ def write_release_checkpoint(src: str | Path, dst: str | Path) -> Path:
             zout.writestr(info.filename, zin.read(info.filename))
     data = deflated.getvalue()
     torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)  # readable before it replaces anything
-    out = Path(dst)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out
+    return atomic_write_bytes(dst, data)
 
 
 # --- fitting state dicts to models -------------------------------------------------------
