@@ -12,6 +12,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RANKS = {
     "esnet": 0,  # the package __init__: version only
     "esnet.config": 0,
+    "esnet.atomic": 0,  # atomic writes, standard library only: every layer may use it
+    "esnet.paths": 0,  # the cache-folder rule, standard library only
     "esnet.data": 1,
     "esnet.metrics": 1,
     "esnet.model": 1,
