@@ -22,6 +22,7 @@ KEY_DATASET_ROOT = "esnet.dataset_root"
 _KEY_SELECTION = "esnet._selection"
 _KEY_FOCUS = "esnet._focus"
 _KEY_CHOICE = "esnet._run_choice"
+_KEY_LABEL = "esnet._run_label"  # the sidebar label shown last, "<run> (<state>)"
 
 
 @dataclass(frozen=True)
@@ -120,8 +121,13 @@ def sidebar() -> Selection:
                 st.session_state[KEY_RUN] = st.session_state[_KEY_CHOICE]  # the widget's state was dropped
             if st.session_state.get(KEY_RUN) not in names:
                 st.session_state[KEY_RUN] = _default_run(runs)
-            run = st.selectbox("Run", names, key=KEY_RUN,
-                               format_func=lambda n: f"{n} ({runs.loc[runs['run'] == n, 'state'].iloc[0]})")
+            label = lambda n: f"{n} ({runs.loc[runs['run'] == n, 'state'].iloc[0]})"  # noqa: E731
+            if st.session_state.get(_KEY_LABEL) not in (None, label(st.session_state[KEY_RUN])):
+                # The browser holds a select box's value as its label: set it again, so the
+                # new state shows ("journey (starting)" -> "journey (running)") instead of the old.
+                st.session_state[KEY_RUN] = st.session_state[KEY_RUN]
+            run = st.selectbox("Run", names, key=KEY_RUN, format_func=label)
+            st.session_state[_KEY_LABEL] = label(run)
             st.session_state[_KEY_CHOICE] = run  # the user's choice, kept when the run's state (label) changes
         elif problem:
             st.caption(problem)

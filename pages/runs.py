@@ -29,8 +29,9 @@ if not state.show_no_runs(sel):
                 outcome = api.stop_training(sel.run_path(victim), timeout_s=5.0)
             except api.RunDirError as e:
                 st.warning(f"{victim} cannot be stopped: {e}")
-            else:
-                st.info(f"{victim}: {outcome} (resume it below).")
+            else:  # rerun, so the sidebar (drawn before the click) shows the run's new state too
+                st.session_state["runs.flash"] = f"{victim}: {outcome} (resume it below)."
+                st.rerun()
     resumable = sel.runs.loc[sel.runs["state"].isin(["stopped", "failed"]), "run"].tolist()
     if resumable:
         c1, c2 = st.columns([3, 1], vertical_alignment="bottom")

@@ -152,7 +152,7 @@ def test_stop_button_stops_the_chosen_running_run(runs, demo_root, monkeypatch) 
     assert at.selectbox(key="runs.stop_run").options == ["live"]
     at.button(key="runs.stop").click().run()
     assert stopped == ["live"]
-    assert "live: stopped" in at.info[0].value
+    assert "live: stopped" in at.success[0].value  # shown after a rerun, so the sidebar is redrawn with it
 
 
 def test_sidebar_choices_survive_a_page_switch(runs, demo_root, monkeypatch) -> None:
