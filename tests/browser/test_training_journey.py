@@ -67,7 +67,10 @@ def server(folders: dict[str, Path]) -> Iterator[str]:
         yield url
     finally:
         run_dir = folders["user_runs"] / RUN
-        if run_dir.is_dir():  # never leave a trainer behind, whatever happened above
+        if run_dir.is_dir():  # never leave a trainer behind, whatever happened above: a resumed one may
+            deadline = time.monotonic() + 120  # still be starting (stop_training signals running ones only)
+            while api.run_status(run_dir).state == "starting" and time.monotonic() < deadline:
+                time.sleep(0.5)
             api.stop_training(run_dir, timeout_s=60.0)
         _stop(proc)
 
