@@ -350,3 +350,55 @@ def erasing_replay_map(model: ESNet, images: torch.Tensor, class_ids: torch.Tens
         views.append(ErasingView(cam=heat[i], box_pixels=(y0, x0, y1 - y0, x1 - x0), box_cells=(top, left, bh, bw),
                                  class_id=int(rec.class_id[i]), mask=mask))
     return views
+
+
+# --- attention spread: how much of the image the CAM uses ----------------------------------------
+SPREAD_MASS = 0.5
+"""The share of the positive CAM mass whose area ``attention_spread``'s ``coverage`` measures."""
+
+
+def attention_spread(cam: np.ndarray, mass: float = SPREAD_MASS) -> dict[str, np.ndarray]:
+    """How widely each CAM spreads its positive evidence over the feature cells.
+
+    The positive part of each map, ``relu(cam)``, is normalised to a distribution over its
+    ``n = h * w`` cells. Two measures of its spread:
+
+    * ``coverage``: the smallest fraction of the cells that holds ``mass`` of it, cells taken
+      from the largest down, linear inside the last cell (so it is continuous). A single hot
+      cell gives ``mass / n``; a flat map gives ``mass``. It reads as an area: "half of what
+      the model looks at sits on this fraction of the image".
+    * ``entropy``: Shannon entropy divided by ``log(n)``, 0 for one cell, 1 for a flat map.
+
+    Args:
+        cam: (B, h, w) float signed raw CAMs (e.g. ``SaliencyMap.raw`` of ``own_cam``).
+        mass: in (0, 1).
+    Returns:
+        ``{"coverage": (B,), "entropy": (B,)}`` float64; NaN for a map with no positive cell.
+    Raises:
+        ValueError: a cam that is not (B, h, w) or not finite, or mass outside (0, 1).
+    """
+    cam = np.asarray(cam, dtype=np.float64)
+    if cam.ndim != 3 or cam.shape[1] * cam.shape[2] < 2:
+        raise ValueError(f"cam must be (B, h, w) with at least 2 cells, got shape {cam.shape}")
+    if not np.isfinite(cam).all():
+        raise ValueError("cam must be finite")
+    if not 0.0 < mass < 1.0:
+        raise ValueError(f"mass must be in (0, 1), got {mass!r}")
+    b, n = cam.shape[0], cam.shape[1] * cam.shape[2]
+    pos = np.maximum(cam.reshape(b, n), 0.0)  # (B, n)
+    total = pos.sum(axis=1)  # (B,)
+    ok = total > 0
+    p = np.divide(pos, total[:, None], out=np.zeros_like(pos), where=ok[:, None])  # (B, n) rows sum to 1
+    desc = -np.sort(-p, axis=1)  # (B, n) largest first
+    cum = np.cumsum(desc, axis=1)  # (B, n)
+    k = np.minimum((cum < mass).sum(axis=1), n - 1)  # (B,) index of the cell that crosses `mass`
+    before = np.where(k > 0, np.take_along_axis(cum, np.maximum(k - 1, 0)[:, None], 1)[:, 0], 0.0)  # (B,)
+    cell = np.take_along_axis(desc, k[:, None], 1)[:, 0]  # (B,)
+    frac = np.divide(mass - before, cell, out=np.ones_like(cell), where=cell > 0)  # (B,) part of the last cell
+    coverage = (k + np.clip(frac, 0.0, 1.0)) / n
+    with np.errstate(divide="ignore", invalid="ignore"):
+        plogp = np.where(p > 0, p * np.log(p), 0.0)  # (B, n)
+    entropy = -plogp.sum(axis=1) / np.log(n)
+    coverage[~ok] = np.nan
+    entropy[~ok] = np.nan
+    return {"coverage": coverage, "entropy": entropy}

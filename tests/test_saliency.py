@@ -265,3 +265,35 @@ def test_integrated_gradients_of_an_identity_logit(model):
     assert ig.info["target"] == "identity" and ig.info["class_id"] == 2
     assert ig.info["f_input"] == pytest.approx(cam.info["logit"], rel=1e-4, abs=1e-6)
     assert ig.info["prob"] == pytest.approx(cam.info["prob"], rel=1e-5) and math.isfinite(ig.info["delta"])
+
+
+def test_attention_spread_reference_values():
+    from esnet.saliency import attention_spread
+
+    cam = np.zeros((5, 8, 4))
+    cam[0, 3, 2] = 5.0  # one hot cell: half of it is half a cell
+    cam[1] = 1.0  # flat: half of the mass on half of the cells
+    cam[2, :2, :] = 1.0  # 8 equal cells of 32
+    cam[2, 4:, :] = -3.0  # negative evidence does not count
+    cam[3] = -1.0  # nothing positive
+    cam[4, 0, 0], cam[4, 0, 1] = 3.0, 1.0  # 3/4 in one cell: 0.5 is 2/3 of it
+    s = attention_spread(cam)
+    np.testing.assert_allclose(s["coverage"][[0, 1, 2, 4]], [0.5 / 32, 0.5, 4 / 32, (2 / 3) / 32])
+    np.testing.assert_allclose(s["entropy"][[0, 1, 2]], [0.0, 1.0, np.log(8) / np.log(32)], atol=1e-12)
+    expected = -(0.75 * np.log(0.75) + 0.25 * np.log(0.25)) / np.log(32)
+    np.testing.assert_allclose(s["entropy"][4], expected)
+    assert np.isnan(s["coverage"][3]) and np.isnan(s["entropy"][3])
+    assert attention_spread(cam, mass=0.9)["coverage"][1] == pytest.approx(0.9)
+
+
+@pytest.mark.parametrize("cam,mass,match", [
+    (np.zeros((2, 1, 1)), 0.5, "at least 2 cells"),
+    (np.zeros((2, 4)), 0.5, "at least 2 cells"),
+    (np.full((1, 2, 2), np.nan), 0.5, "finite"),
+    (np.ones((1, 2, 2)), 1.0, "mass"),
+])
+def test_attention_spread_rejects_bad_input(cam, mass, match):
+    from esnet.saliency import attention_spread
+
+    with pytest.raises(ValueError, match=match):
+        attention_spread(cam, mass=mass)
