@@ -49,6 +49,7 @@ from esnet.runview import (
 )
 
 __all__ = [
+    "attention_spread_frame", "compare_attention", "compare_reports", "true_matches",
     "DATASETS", "SALIENCY_KINDS", "CheckpointError", "DatasetError", "Embeddings", "ErasingFrame", "ErasingView",
     "EvalReport", "Gallery", "ImageError", "Inference", "PoolingDemo", "RunDirError", "SaliencyMap", "SearchResult",
     "TrainingJob", "block_positions", "cmc_frame", "dataset_overview", "default_cache_dir", "default_dataset_root",
@@ -405,6 +406,87 @@ def embedding_projection(report: EvalReport, *, method: str = "umap", seed: int 
 def warm_up_projection() -> float:
     """Compile UMAP's numba kernels once per process (~20-40 s the first time); returns seconds."""
     return projection.warm_up()
+
+
+SPREAD_CACHE_VERSION = 1
+
+
+def attention_spread_frame(inf: Inference, dataset: str, root: str | Path, *, split: str = "query",
+                           cache_dir: str | Path | None = None,
+                           progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
+    """Attention spread (``esnet.saliency.attention_spread`` of the model's own CAM) of one split.
+
+    Returns:
+        DataFrame ``saliency.SPREAD_COLUMNS``, one row per readable image. With ``cache_dir``
+        the frame is stored (atomically) and read back for the same checkpoint and images.
+    Raises:
+        DatasetError, ValueError: the dataset or split cannot be read.
+    """
+    data = load_dataset(dataset, str(root))
+    samples = data.split(split)
+    key = hashlib.sha256(json.dumps([SPREAD_CACHE_VERSION, inf.checkpoint_sha, inf.config.model.test_feature,
+                                     [s.path for s in samples], saliency.SPREAD_MASS]).encode()).hexdigest()[:32]
+    cached = None if cache_dir is None else Path(cache_dir) / f"spread-{key}.csv"
+    if cached is not None and cached.is_file():
+        frame = pd.read_csv(cached, dtype={"path": object})
+        if list(frame.columns) == list(saliency.SPREAD_COLUMNS):
+            frame.attrs["from_cache"] = True
+            return frame
+    frame = saliency.split_attention_spread(inf, samples, progress=progress)
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        rundir.atomic_write_bytes(cached, frame.to_csv(index=False).encode("utf-8"))
+    frame.attrs["from_cache"] = False
+    return frame
+
+
+def compare_attention(a: pd.DataFrame, b: pd.DataFrame, measure: str = "coverage", *,
+                      n_boot: int = 2000, seed: int = 0) -> dict[str, float]:
+    """Is model b's attention wider than model a's on the same images? (``saliency.compare_spread``).
+
+    ``a`` and ``b`` are :func:`attention_spread_frame` results; images are paired by path.
+    Raises:
+        ValueError: an unknown measure, or fewer than 2 images in common.
+    """
+    if measure not in ("coverage", "entropy"):
+        raise ValueError(f"measure must be 'coverage' or 'entropy', got {measure!r}")
+    both = a[["path", measure]].merge(b[["path", measure]], on="path", suffixes=("_a", "_b"))
+    return saliency.compare_spread(both[f"{measure}_a"].to_numpy(), both[f"{measure}_b"].to_numpy(),
+                                   n_boot=n_boot, seed=seed)
+
+
+def compare_reports(a: EvalReport, b: EvalReport) -> pd.DataFrame:
+    """Per-query comparison of two evaluations of the same queries (e.g. baseline vs ES-Net).
+
+    Returns:
+        DataFrame: query, path, pid, camid, camera, ap_a, ap_b, delta (= ap_b - ap_a),
+        first_hit_a, first_hit_b (1-based), for the queries both score (valid in both).
+    Raises:
+        ValueError: the reports hold different query images.
+    """
+    qa, qb = a.per_query, b.per_query
+    if list(qa["path"]) != list(qb["path"]):
+        raise ValueError(f"the two evaluations hold different queries ({a.dataset} at {a.root}: {len(qa)} vs "
+                         f"{b.dataset} at {b.root}: {len(qb)}); compare runs evaluated on the same dataset")
+    keep = qa["valid"].to_numpy(bool) & qb["valid"].to_numpy(bool)
+    cols = [c for c in ("query", "path", "pid", "camid", "camera") if c in qa]
+    out = qa.loc[keep, cols].copy()
+    out["ap_a"] = qa.loc[keep, "ap"].to_numpy(float)
+    out["ap_b"] = qb.loc[keep, "ap"].to_numpy(float)
+    out["delta"] = out["ap_b"] - out["ap_a"]
+    out["first_hit_a"] = qa.loc[keep, "first_hit"].to_numpy()
+    out["first_hit_b"] = qb.loc[keep, "first_hit"].to_numpy()
+    return out.reset_index(drop=True)
+
+
+def true_matches(report: EvalReport, query_row: int, limit: int = 4) -> pd.DataFrame:
+    """The gallery images the protocol scores as correct for one query (same id, other camera).
+
+    Returns:
+        query_ranking-style rows (rank among scored items, path, pid, camera, distance), best first.
+    """
+    ranking = evaluation.query_ranking(report, query_row, topk=report.num_gallery)
+    return ranking.loc[ranking["correct"] & ~ranking["ignored"]].head(limit).reset_index(drop=True)
 
 
 def nearest_neighbours(report: EvalReport, row: int, k: int = 8) -> pd.DataFrame:

@@ -357,6 +357,51 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return _guarded(run)
 
 
+def _cmd_spread(args: argparse.Namespace) -> int:
+    from esnet import api
+
+    def measure(checkpoint: str) -> tuple[object, object]:
+        inf = api.load_inference(checkpoint, device=args.device)
+        dataset, root = api.run_dataset(inf, args.dataset, args.root)
+        progress = None if args.json else _progress(args.split)
+        frame = api.attention_spread_frame(inf, dataset, root, split=args.split, cache_dir=None if args.no_cache
+                                           else api.default_cache_dir(), progress=progress)
+        return inf, frame
+
+    def summary(frame) -> dict:
+        return {m: {"mean": round(float(frame[m].mean()), 6), "median": round(float(frame[m].median()), 6)}
+                for m in ("coverage", "entropy")} | {"images": int(len(frame))}
+
+    def run() -> int:
+        inf_a, a = measure(args.checkpoint)
+        out = {"checkpoint": inf_a.checkpoint, "split": args.split, **summary(a)}
+        if args.csv:
+            _atomic_write(args.csv, lambda f: f.write(a.to_csv(index=False).encode("utf-8")))
+        if args.against:
+            inf_b, b = measure(args.against)
+            out = {"a": out, "b": {"checkpoint": inf_b.checkpoint, **summary(b)},
+                   "b_minus_a": {m: {k: round(v, 6) for k, v in api.compare_attention(a, b, m).items()}
+                                 for m in ("coverage", "entropy")}}
+        if args.json:
+            _emit_json(out)
+            return 0
+
+        def line(label: str, s: dict) -> str:
+            return (f"{label}: coverage mean {s['coverage']['mean']:.4f} (median {s['coverage']['median']:.4f}), "
+                    f"entropy mean {s['entropy']['mean']:.4f} over {s['images']} {args.split} images")
+        if not args.against:
+            print(line(inf_a.checkpoint, out))
+            return 0
+        print(line(f"A {inf_a.checkpoint}", out["a"]))
+        print(line(f"B {out['b']['checkpoint']}", out["b"]))
+        for m, c in out["b_minus_a"].items():
+            print(f"B - A {m}: {c['diff']:+.4f} (95% bootstrap CI {c['ci_low']:+.4f} .. {c['ci_high']:+.4f}); "
+                  f"B wider on {100 * c['frac_b_wider']:.1f}% of {c['n']} images")
+        return 0
+
+    return _guarded(run)
+
+
 def _eval_vehicleid(args: argparse.Namespace, inf) -> int:
     """``esnet eval --dataset vehicleid``: the VehicleID protocol, printed as mean ± std over the draws."""
     from esnet import api
@@ -518,6 +563,19 @@ def _add_infer(sub: argparse._SubParsersAction) -> None:
     export.add_argument("--opset", type=int, default=17, help="ONNX opset version")
     export.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of text")
     export.set_defaults(func=_cmd_export)
+
+    sp = sub.add_parser("spread", help="attention spread of a model's own CAM on a dataset split "
+                                        "(coverage: area holding half the positive CAM mass; entropy)")
+    sp.add_argument("--checkpoint", required=True, help="checkpoint file or run directory (its last.pt): model A")
+    sp.add_argument("--against", help="a second checkpoint (model B): print B - A with a bootstrap interval")
+    sp.add_argument("--dataset", help="loader name (default: the run's own)")
+    sp.add_argument("--root", help="dataset root directory (default: the run's own)")
+    sp.add_argument("--split", default="query", choices=("train", "query", "gallery"), help="dataset split")
+    sp.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where the model runs")
+    sp.add_argument("--csv", help="also write model A's per-image spread to this CSV file")
+    sp.add_argument("--no-cache", action="store_true", help="do not read or store the per-image spread")
+    sp.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of text")
+    sp.set_defaults(func=_cmd_spread)
 
     rel = sub.add_parser("release", help="write a small inference-only copy of a checkpoint (float16, no optimizer)")
     rel.add_argument("--checkpoint", required=True, help="checkpoint file or run directory (its last.pt)")

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
@@ -39,6 +39,14 @@ from captum.attr import IntegratedGradients, LayerGradCam
 
 from esnet.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from esnet.model import ESNet, minmax_scale
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import pandas as pd
+
+    from esnet.data.types import Sample
+    from esnet.embedding import Inference
 
 IG_BASELINES = ("blur", "grey")
 BLUR_SIGMA_FRACTION = 0.1
@@ -402,3 +410,87 @@ def attention_spread(cam: np.ndarray, mass: float = SPREAD_MASS) -> dict[str, np
     coverage[~ok] = np.nan
     entropy[~ok] = np.nan
     return {"coverage": coverage, "entropy": entropy}
+
+
+SPREAD_COLUMNS = ("path", "pid", "camid", "camera", "class_id", "prob", "coverage", "entropy")
+
+
+def split_attention_spread(inf: Inference, samples: Sequence[Sample], *, batch_size: int = 64,
+                           progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
+    """:func:`attention_spread` of the model's own CAM on every image of ``samples``.
+
+    The CAM is the global branch's (what ES-Net erases from) for the identity the model
+    predicts: test identities are not training classes, so the predicted training identity
+    is the one whose evidence the map shows. Unreadable images are left out.
+
+    Args:
+        inf: a loaded model (``esnet.embedding.load_inference``).
+        samples: dataset samples (e.g. ``ReidData.query``).
+        batch_size: images per forward pass, >= 1.
+        progress: called with (images done, total) after each batch.
+    Returns:
+        DataFrame with ``SPREAD_COLUMNS``, one row per readable image, in ``samples`` order.
+    Raises:
+        ValueError: no samples, a bad batch size, or no readable image.
+    """
+    import pandas as pd
+
+    from esnet.data.images import ImageError, load_rgb
+
+    if not samples:
+        raise ValueError("no images to measure")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    rows: list[dict[str, Any]] = []
+    n = len(samples)
+    for start in range(0, n, batch_size):
+        batch, images = [], []
+        for s in samples[start:start + batch_size]:
+            try:
+                images.append(load_rgb(s.path))
+                batch.append(s)
+            except ImageError:
+                continue
+        if images:
+            x = inf.preprocess(images).to(inf.device)  # (B, 3, H, W)
+            with inf.lock:
+                maps = own_cam(inf.model, x)
+            spread = attention_spread(np.stack([m.raw for m in maps]))  # (B,) each
+            for i, (s, m) in enumerate(zip(batch, maps)):
+                rows.append({"path": s.path, "pid": s.pid, "camid": s.camid, "camera": getattr(s, "camera", -1),
+                             "class_id": m.info["class_id"], "prob": m.info["prob"],
+                             "coverage": float(spread["coverage"][i]), "entropy": float(spread["entropy"][i])})
+        if progress is not None:
+            progress(min(start + batch_size, n), n)
+    if not rows:
+        raise ValueError(f"none of the {n} images could be read")
+    return pd.DataFrame(rows, columns=list(SPREAD_COLUMNS)).astype({"path": object})
+
+
+def compare_spread(a: np.ndarray, b: np.ndarray, *, n_boot: int = 2000, seed: int = 0) -> dict[str, float]:
+    """Paired comparison of two models' spread on the same images: is ``b`` wider than ``a``?
+
+    Args:
+        a, b: (N,) spreads of the same N images (NaN pairs are dropped).
+        n_boot: bootstrap resamples of the images for the 95 % interval of the mean difference.
+        seed: bootstrap seed.
+    Returns:
+        ``mean_a, mean_b, median_a, median_b, diff`` (mean of b - a), ``ci_low, ci_high``
+        (percentile bootstrap), ``frac_b_wider`` (share of images with b > a), ``n``.
+    Raises:
+        ValueError: different lengths or fewer than 2 usable pairs.
+    """
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"a and b must be (N,) arrays of the same images, got {a.shape} and {b.shape}")
+    keep = np.isfinite(a) & np.isfinite(b)
+    a, b = a[keep], b[keep]
+    if a.size < 2:
+        raise ValueError(f"need at least 2 images with a finite spread in both, got {a.size}")
+    d = b - a  # (N,)
+    rng = np.random.default_rng(seed)
+    boots = d[rng.integers(0, d.size, size=(n_boot, d.size))].mean(axis=1)  # (n_boot,)
+    low, high = np.percentile(boots, [2.5, 97.5])
+    return {"mean_a": float(a.mean()), "mean_b": float(b.mean()), "median_a": float(np.median(a)),
+            "median_b": float(np.median(b)), "diff": float(d.mean()), "ci_low": float(low), "ci_high": float(high),
+            "frac_b_wider": float((d > 0).mean()), "n": int(d.size)}

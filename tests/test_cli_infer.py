@@ -350,3 +350,30 @@ def test_eval_reads_the_runs_data_config_and_camera_regex(tmp_path, capsys):
     with np.load(tmp_path / "q.npz") as z:
         assert sorted(z["camids"].tolist()) == [0, 2]  # cam3, cam5 of cameras 3, 4, 5: by the run's regex
         assert sorted(z["cameras"].tolist()) == [3, 5]  # shown as in the file names
+
+
+def test_spread_measures_the_own_cam_and_compares_two_models(ckpt, market, tmp_path, capsys):
+    from esnet import api, saliency
+
+    other = random_checkpoint(tmp_path / "other.pt", num_classes=3, seed=1)
+    csv = tmp_path / "spread.csv"
+    code, out, err = _run(capsys, "spread", "--checkpoint", ckpt, "--against", other, "--dataset", "market1501",
+                          "--root", market, "--csv", csv, "--json", "--device", "cpu")
+    assert code == 0, err
+    rep = _json(out)
+    import pandas as pd
+
+    frame = pd.read_csv(csv)
+    assert len(frame) == rep["a"]["images"] == 4
+    assert rep["a"]["coverage"]["mean"] == pytest.approx(frame["coverage"].mean(), abs=1e-6)
+    # the per-image numbers are attention_spread of the model's own CAM, recomputed here independently
+    inf = api.load_inference(ckpt, device="cpu")
+    maps = saliency.own_cam(inf.model, inf.preprocess([api.read_image(p) for p in frame["path"]]))
+    expected = saliency.attention_spread(np.stack([m.raw for m in maps]))["coverage"]
+    np.testing.assert_allclose(frame["coverage"], expected, rtol=1e-6)
+    diff = rep["b_minus_a"]["coverage"]
+    assert diff["diff"] == pytest.approx(rep["b"]["coverage"]["mean"] - rep["a"]["coverage"]["mean"], abs=1e-5)
+    assert diff["ci_low"] <= diff["diff"] <= diff["ci_high"] and diff["n"] == 4
+    code, _, err = _run(capsys, "spread", "--checkpoint", tmp_path / "missing", "--dataset", "market1501",
+                        "--root", market)
+    assert code == 2 and "missing" in err
