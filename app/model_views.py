@@ -338,10 +338,45 @@ def search_hits(t: Target, upload: Upload, hits: pd.DataFrame, *, saliency: str,
         head[1].image(viz_model.bordered(viz_model.overlay(upload.image, tiles[0][2]), viz_model.QUERY),
                       caption=f"query {saliency}" + (" vs #1" if kind == "similarity" else ""), width="stretch")
     with head[2]:
+        nearest = float(hits["distance"].min()) if len(hits) else float("nan")
+        if not len(hits) or nearest > threshold:
+            st.warning(f"**No match in this gallery**: the nearest image is at distance {nearest:.3f}, above the "
+                       f"threshold {threshold:.3f}, so no gallery image is called the same person.")
+        else:
+            st.success(f"{int((hits['distance'] <= threshold).sum())} of the top {len(hits)} are within the "
+                       f"threshold {threshold:.3f} (same person at this operating point).")
         for start in range(0, len(tiles), per_row):
             cols = st.columns(per_row)
             for col, (im, caption, _) in zip(cols, tiles[start:start + per_row]):
                 col.image(im, caption=caption, width="stretch")
+
+
+def search_header(t: Target, inf: api.Inference, rep: api.EvalReport) -> None:
+    """Say which model answers (and what it was trained on) and which gallery it searches."""
+    card = api.model_card(inf)
+    line = (f"**Model** `{t.run}`: {card.architecture}, trained on **{card.trained_on}** ({card.num_ids} identities)."
+            f"  \n**Gallery**: {rep.num_gallery} images of {api.DATASET_LABELS.get(t.dataset, t.dataset)} at "
+            f"`{api.printable(str(t.root))}`.")
+    if card.synthetic:
+        st.warning(line + "  \nThis demo model has only ever seen synthetic figures: its answers about photos of "
+                   "real people mean nothing. Choose a run trained on real data (e.g. `make results`) for those.")
+    else:
+        st.info(line)
+
+
+def operating_point(rep: api.EvalReport, *, key: str) -> float:
+    """Radio of calibrated "same person?" thresholds (default FPR 1 %); returns the distance threshold."""
+    points = api.operating_points(rep)
+    labels = list(points["point"])
+    choice = st.radio("Same person if the distance is within the threshold calibrated at", labels,
+                      index=labels.index("FPR 1%") if "FPR 1%" in labels else 0, horizontal=True, key=key,
+                      help="Calibrated on this model's own query x gallery pairs: FPR is the share of "
+                           "different-person pairs accepted, TPR the share of same-person pairs accepted.")
+    row = points.loc[points["point"] == choice].iloc[0]
+    st.caption(f"Threshold **{row['threshold']:.3f}**: on {rep.dataset} query × gallery pairs it accepts "
+               f"**{100 * row['fpr']:.1f}%** of different-person pairs (FPR) and {100 * row['tpr']:.1f}% of "
+               f"same-person pairs (TPR).")
+    return float(row["threshold"])
 
 
 # --- evaluate ------------------------------------------------------------------------------------

@@ -49,6 +49,7 @@ from esnet.runview import (
 )
 
 __all__ = [
+    "DATASET_LABELS", "ModelCard", "OPERATING_FPRS", "model_card", "operating_points",
     "attention_spread_frame", "compare_attention", "compare_reports", "true_matches",
     "DATASETS", "SALIENCY_KINDS", "CheckpointError", "DatasetError", "Embeddings", "ErasingFrame", "ErasingView",
     "EvalReport", "Gallery", "ImageError", "Inference", "PoolingDemo", "RunDirError", "SaliencyMap", "SearchResult",
@@ -406,6 +407,61 @@ def embedding_projection(report: EvalReport, *, method: str = "umap", seed: int 
 def warm_up_projection() -> float:
     """Compile UMAP's numba kernels once per process (~20-40 s the first time); returns seconds."""
     return projection.warm_up()
+
+
+DATASET_LABELS = {
+    "demo": "the synthetic demo data (drawn figures, not photos of real people)",
+    "market1501": "Market-1501", "dukemtmcreid": "DukeMTMC-reID", "msmt17": "MSMT17", "veri776": "VeRi-776",
+    "vehicleid": "VehicleID", "folder": "a folder of images", "manifest": "a CSV manifest",
+}
+"""How the pages name a dataset (``data.dataset`` of a run's config) when they say what a model saw."""
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What a loaded model is and what it was trained on, in words for a page.
+
+    Attributes:
+        architecture: e.g. ``ES-Net (salient erasing), mobilenet_v2, avg pooling, 128x64``.
+        trained_on: the training data as a reader knows it (``DATASET_LABELS``).
+        synthetic: True for the embedded demo (the model has never seen a real person).
+        num_ids: identities it was trained on.
+    """
+
+    architecture: str
+    trained_on: str
+    synthetic: bool
+    num_ids: int
+
+
+def model_card(inf: Inference) -> ModelCard:
+    """:class:`ModelCard` of a loaded model, from its stored config."""
+    m, d = inf.config.model, inf.config.data
+    kind = {"off": "baseline (no erasing)", "salient": "ES-Net (salient erasing)",
+            "random": "random-block erasing"}.get(m.erasing, m.erasing)
+    pool = "P-pooling" if m.pool == "p" else f"{m.pool} pooling"
+    return ModelCard(architecture=f"{kind}, {m.backbone}, {pool}, {d.height}x{d.width}",
+                     trained_on=DATASET_LABELS.get(d.dataset, d.dataset), synthetic=d.dataset == "demo",
+                     num_ids=int(inf.model.num_classes))
+
+
+OPERATING_FPRS = (0.001, 0.01, 0.1)
+"""False-positive rates at which "same person?" thresholds are offered (read off the verification ROC)."""
+
+
+def operating_points(report: EvalReport) -> pd.DataFrame:
+    """The "same person?" thresholds calibrated on the report's own query x gallery pairs.
+
+    Returns:
+        DataFrame fpr (target), threshold (accept when distance <= it), tpr (same-person pairs
+        accepted), one row per ``OPERATING_FPRS``, then Youden's J point as ``fpr`` = its FPR.
+    """
+    v = report.verification
+    rows = [{"point": f"FPR {100 * f:g}%", "fpr": f, "threshold": float(v.threshold_at_fpr[f]),
+             "tpr": float(v.tpr_at_fpr[f])} for f in OPERATING_FPRS if f in v.threshold_at_fpr]
+    rows.append({"point": "max TPR - FPR", "fpr": float(v.best_fpr), "threshold": float(v.best_threshold),
+                 "tpr": float(v.best_tpr)})
+    return pd.DataFrame(rows)
 
 
 SPREAD_CACHE_VERSION = 1

@@ -16,12 +16,8 @@ saliency = c2.radio("Saliency overlay", list(mv.SALIENCY_CHOICES), horizontal=Tr
                          "Grad-CAM: gradients of the predicted identity")
 inf = mv.inference(t)
 rep = mv.report(t)
-best = float(rep.verification.best_threshold)
-threshold = st.slider("Same person if distance ≤", 0.0, 2.0, round(best, 3), step=0.005, format="%.3f",
-                      key=f"search_threshold_{rep.checkpoint_sha[:12]}",
-                      help="Default: the calibrated operating point of the verification ROC on this dataset")
-st.caption(f"Calibrated operating point: **{best:.3f}** (max TPR − FPR on {t.dataset} query × gallery pairs: "
-           f"TPR {rep.verification.best_tpr:.1%}, FPR {rep.verification.best_fpr:.1%}).")
+mv.search_header(t, inf, rep)
+threshold = mv.operating_point(rep, key=f"search_point_{rep.checkpoint_sha[:12]}")
 
 if not files:
     st.info(f"Upload one or more query images (up to {st.get_option('server.maxUploadSize')} MB each) to search "
