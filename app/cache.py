@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from app import progress
 from esnet import api
 
 
@@ -125,15 +126,16 @@ def inference(path: str | Path) -> api.Inference:
     return _inference(*checkpoint_key(path))
 
 
-@st.cache_resource(show_spinner="Evaluating the checkpoint (embeds query + gallery once; cached on disk) ...",
-                   max_entries=8)
+@st.cache_resource(show_spinner=False, max_entries=8)
 def _evaluation(path: str, mtimes: tuple[float, ...], dataset: str, root: str, root_mtime: float,
                 rerank: bool, flip: bool, feature: str | None) -> api.EvalReport:
     if feature is not None and _inference(path, mtimes).config.model.test_feature == "concat":
         # a branch is half of the concat feature: slice the run's own report, do not embed again
         return api.feature_view(_evaluation(path, mtimes, dataset, root, root_mtime, rerank, flip, None), feature)
-    return api.evaluate_checkpoint(_inference(path, mtimes, feature), dataset, root, rerank=rerank, flip=flip,
-                                   cache_dir=api.default_cache_dir())
+    inf = _inference(path, mtimes, feature)
+    return progress.with_bar(f"Evaluating {Path(path).name} on {dataset} (once; features cached on disk)",
+                             lambda bar: api.evaluate_checkpoint(inf, dataset, root, rerank=rerank, flip=flip,
+                                                                 cache_dir=api.default_cache_dir(), progress=bar))
 
 
 def evaluation(path: str | Path, dataset: str, root: Path, *, rerank: bool = False,
@@ -159,10 +161,13 @@ def vehicleid_evaluation(path: str | Path, root: Path, *, test_size: str = "smal
     return _vehicleid_evaluation(*checkpoint_key(path), str(root), _mtime(Path(root)), test_size, flip)
 
 
-@st.cache_resource(show_spinner="Embedding and indexing the gallery (cached on disk) ...", max_entries=4)
+@st.cache_resource(show_spinner=False, max_entries=4)
 def _gallery(path: str, mtimes: tuple[float, ...], dataset: str, root: str, root_mtime: float) -> api.Gallery:
-    return api.load_gallery(_inference(path, mtimes), dataset=dataset, root=root, split="gallery",
-                            cache_dir=api.default_cache_dir())
+    inf = _inference(path, mtimes)
+    return progress.with_bar("Embedding and indexing the gallery (once; cached on disk)",
+                             lambda bar: api.load_gallery(inf, dataset=dataset, root=root, split="gallery",
+                                                          cache_dir=api.default_cache_dir(),
+                                                          progress=lambda done, total: bar("gallery", done, total)))
 
 
 def gallery(path: str | Path, dataset: str, root: Path) -> api.Gallery:
@@ -170,17 +175,29 @@ def gallery(path: str | Path, dataset: str, root: Path) -> api.Gallery:
     return _gallery(*checkpoint_key(path), dataset, str(root), _mtime(Path(root)))
 
 
-@st.cache_resource(show_spinner="Compiling UMAP's numba kernels (first UMAP in this server process, ~20-40 s) ...")
+UMAP_WARM_UP_S = 40.0
+"""About how long UMAP's first call in a process compiles (numba), for the progress estimate."""
+
+PROJECTION_S_PER_POINT = {"umap": 0.004, "tsne": 0.02, "pca": 0.0002}
+"""Rough seconds per point of each projection on a 2-core CPU, for the progress estimate."""
+
+
+@st.cache_resource(show_spinner=False)
 def umap_warm_up() -> float:
-    """Pay UMAP's one-off JIT compile once per process, behind a visible spinner; returns the seconds it took."""
-    return api.warm_up_projection()
+    """Pay UMAP's one-off JIT compile once per process, behind a progress bar; returns the seconds it took."""
+    return progress.ticking("Preparing UMAP", "compiling its numba kernels (once per server)",
+                            api.warm_up_projection, expected_s=UMAP_WARM_UP_S)
 
 
-@st.cache_data(show_spinner="Projecting the embeddings ...", max_entries=16)
+@st.cache_data(show_spinner=False, max_entries=16)
 def _projection(path: str, mtimes: tuple[float, ...], dataset: str, root: str, root_mtime: float,
                 method: str, seed: int) -> pd.DataFrame:
     report = _evaluation(path, mtimes, dataset, root, root_mtime, False, False, None)
-    return api.embedding_projection(report, method=method, seed=seed, cache_dir=api.default_cache_dir())
+    n = report.num_query + report.num_gallery
+    return progress.ticking(f"Projecting {n:,} embeddings to 2-D (once; cached on disk)", method,
+                            lambda: api.embedding_projection(report, method=method, seed=seed,
+                                                             cache_dir=api.default_cache_dir()),
+                            expected_s=n * PROJECTION_S_PER_POINT.get(method, 0.004))
 
 
 def projection(path: str | Path, dataset: str, root: Path, *, method: str, seed: int = 0) -> pd.DataFrame:
@@ -211,3 +228,19 @@ def _pair_heat(path: str, mtimes: tuple[float, ...], query_key: str, match_key: 
 def pair_heat(path: str | Path, query_key: str, query, match_key: str, match) -> tuple[np.ndarray, np.ndarray]:
     """Similarity saliency (query heat, match heat), each (H, W) float32 in [0, 1], of one pair."""
     return _pair_heat(*checkpoint_key(path), query_key, match_key, query, match)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _attention_spread(path: str, mtimes: tuple[float, ...], dataset: str, root: str, root_mtime: float,
+                      split: str) -> pd.DataFrame:
+    inf = _inference(path, mtimes)
+    return progress.with_bar(f"Measuring the attention spread of {Path(path).name} (once; cached on disk)",
+                             lambda bar: api.attention_spread_frame(
+                                 inf, dataset, root, split=split, cache_dir=api.default_cache_dir(),
+                                 progress=lambda done, total: bar(f"{split} images", done, total)))
+
+
+def attention_spread(path: str | Path, dataset: str, root: Path, *, split: str = "query") -> pd.DataFrame:
+    """``api.attention_spread_frame`` of the checkpoint's own CAM on one split, with a progress bar
+    (images done / total, ETA) while it runs; cached in memory and on disk."""
+    return _attention_spread(*checkpoint_key(path), dataset, str(root), _mtime(Path(root)), split)
