@@ -20,6 +20,7 @@ PAGES = [
     st.Page("../pages/embeddings.py", title="Embedding explorer", icon=":material/scatter_plot:"),
     st.Page("../pages/search.py", title="Search", icon=":material/image_search:"),
     st.Page("../pages/evaluate.py", title="Evaluate", icon=":material/analytics:"),
+    st.Page("../pages/compare.py", title="Baseline vs ES-Net", icon=":material/compare:"),
 ]
 
 page = st.navigation(PAGES)

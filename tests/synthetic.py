@@ -140,3 +140,23 @@ def random_checkpoint(path: Path, *, num_classes: int = 3, overrides: dict | Non
     save_checkpoint(path, model=build_model(cfg.model, num_classes), optimizer=None, scheduler=None, epoch=1,
                     config=cfg, num_classes=num_classes)
     return path
+
+
+def make_noisy_market(root: Path, *, query_ids: int = 8, seed: int = 0) -> Path:
+    """A tiny Market-1501 layout of 32x16 noise JPEGs, so two untrained models rank it differently.
+
+    query: one image per test id (50, 51, ...) from camera 1. bounding_box_test: two images per
+    test id from camera 2 (true matches), one more of id 50 from camera 1 (same id and camera as
+    its query: ignored by the protocol) and 8 distractors (id 0). bounding_box_train: 3 ids x 2.
+    """
+    rng = np.random.default_rng(seed)
+    test_ids = range(50, 50 + query_ids)
+    files = [("bounding_box_train", pid, 1 + k, k) for pid in (1, 2, 3) for k in range(2)]
+    files += [("query", pid, 1, 0) for pid in test_ids]
+    files += [("bounding_box_test", pid, 2, k) for pid in test_ids for k in range(2)]
+    files += [("bounding_box_test", 50, 1, 5)] + [("bounding_box_test", 0, 3, k) for k in range(8)]
+    for folder, pid, cam, k in files:
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        arr = rng.integers(0, 256, (32, 16, 3), dtype=np.uint8)
+        Image.fromarray(arr).save(root / folder / f"{pid:04d}_c{cam}s1_{k:06d}_00.jpg")
+    return root

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Locator, Page, expect
 
-from tests.browser.conftest import SCREENSHOTS
+from tests.browser.conftest import DEMO_RUNS, SCREENSHOTS
 
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]
 
@@ -55,6 +55,9 @@ PAGES: dict[str, tuple[str, Key, int]] = {
     "Search": ("search", lambda p: p.get_by_test_id("stAlertContentInfo").filter(
         has_text="Upload one or more query images").first, MODEL_MS),
     "Evaluate": ("evaluate", lambda p: p.get_by_test_id("stDownloadButton").first, MODEL_MS),
+    # with two checkpoints: evaluates both, then measures both CAMs on the queries; with one: a sentence
+    "Baseline vs ES-Net": ("compare", lambda p: p.get_by_text(
+        re.compile("paired bootstrap interval|Comparing needs two runs with a checkpoint")).first, 2 * MODEL_MS),
 }
 
 
@@ -297,6 +300,17 @@ def test_evaluate_shows_metrics_and_curves(app: Page, visited: dict[str, float])
     assert {"R1 (%)", "mAP (%)", "mINP (%)"} <= set(headers), headers
     expect(app.get_by_test_id("stPlotlyChart")).to_have_count(2)
     expect(app.get_by_role("heading", name=re.compile("Per-query results"))).to_be_visible()
+
+
+def test_compare_shows_delta_ap_rankings_and_attention_spread(app: Page, visited: dict[str, float]) -> None:
+    _visit(app, "Baseline vs ES-Net", visited)
+    checkpoints = sorted(DEMO_RUNS.glob("*/checkpoints/last.pt"))
+    if len(checkpoints) < 2:  # the embedded demo ships one trained run: the page says what it needs
+        expect(app.get_by_test_id("stAlertContentInfo").filter(has_text="Comparing needs two runs")).to_be_visible()
+        return
+    expect(app.get_by_test_id("stMetricLabel").filter(has_text="mean ΔAP")).to_be_visible()
+    expect(app.get_by_test_id("stPlotlyChart")).to_have_count(2)  # ΔAP histogram + attention spread
+    expect(app.get_by_test_id("stImageCaption").filter(has_text="true match").first).to_be_visible()
 
 
 # --- timings (printed and written; the warm switch bounded) ---------------------------------------

@@ -20,7 +20,7 @@ FIRST_VIEW_MS = 90_000  # the first script run imports torch: ~20 s on a busy CP
 # app/main.py's st.Page titles and their URL paths (the file names), in the router's order.
 ROUTER = {"Runs": "", "Training monitor": "monitor", "Erasing inspector": "erasing",
           "Pooling comparison": "pooling", "Rank browser": "rank_browser", "Embedding explorer": "embeddings",
-          "Search": "search", "Evaluate": "evaluate"}
+          "Search": "search", "Evaluate": "evaluate", "Baseline vs ES-Net": "compare"}
 
 
 def test_first_session_of_a_fresh_server_shows_the_router_titles(browser: Any, dashboard: str) -> None:
