@@ -25,6 +25,20 @@ def dataset_overview(name: str, root: Path) -> pd.DataFrame:
     return _overview(name, str(root), _mtime(root))
 
 
+@st.cache_data(show_spinner=False, max_entries=64)
+def _page_needs(run_dir: str, ckpt_key: tuple[int, int], dataset: str, root: str, mtime_key: float) -> str | None:
+    return api.model_page_needs(run_dir, dataset, root)
+
+
+def page_needs(run_dir: Path, dataset: str, root: Path) -> str | None:
+    """``api.model_page_needs``, re-checked when the checkpoint or the dataset root changes."""
+    try:
+        mtime = _mtime(Path(root))
+    except OSError:
+        mtime = -1.0
+    return _page_needs(str(run_dir), _stat_key(Path(run_dir) / "checkpoints" / "last.pt"), dataset, str(root), mtime)
+
+
 @st.cache_resource(show_spinner="Generating the demo dataset (first start only, ~5 s) ...")
 def _ensure_demo(root: str) -> Path:
     return api.ensure_demo_data(root)

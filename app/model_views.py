@@ -65,6 +65,12 @@ def target() -> Target:
     row = sel.runs.loc[sel.runs["run"] == sel.run]
     dataset = str(row["dataset"].iloc[0]) if "dataset" in row and row["dataset"].iloc[0] else "demo"
     st.caption(f"Run **{sel.run}** · dataset **{dataset}** at `{sel.dataset_root}` (change both in the sidebar)")
+    need = cache.page_needs(path, dataset, sel.dataset_root)
+    if need:
+        with_model = api.runs_with_checkpoint(sel.runs)
+        st.info(need + (f" Runs here that have one: {', '.join(with_model)}." if with_model and "checkpoint" in need
+                        else ""))
+        st.stop()
     return Target(run=sel.run, path=path, dataset=dataset, root=sel.dataset_root)
 
 

@@ -49,6 +49,7 @@ from esnet.runview import (
 )
 
 __all__ = [
+    "model_page_needs", "runs_with_checkpoint",
     "DATASET_LABELS", "ModelCard", "OPERATING_FPRS", "model_card", "operating_points",
     "attention_spread_frame", "compare_attention", "compare_reports", "true_matches",
     "DATASETS", "SALIENCY_KINDS", "CheckpointError", "DatasetError", "Embeddings", "ErasingFrame", "ErasingView",
@@ -462,6 +463,35 @@ def operating_points(report: EvalReport) -> pd.DataFrame:
     rows.append({"point": "max TPR - FPR", "fpr": float(v.best_fpr), "threshold": float(v.best_threshold),
                  "tpr": float(v.best_tpr)})
     return pd.DataFrame(rows)
+
+
+def model_page_needs(run_dir: str | Path, dataset: str, root: str | Path) -> str | None:
+    """What a model page (rank, embeddings, search, evaluate, compare) lacks for a run, in one sentence; None if nothing.
+
+    A run without ``checkpoints/last.pt`` cannot embed anything; a dataset root without the
+    dataset's query/gallery folders (e.g. the committed Market-1501 results opened without a
+    copy of Market-1501) cannot be evaluated. Only the sentence is returned, never a traceback.
+    """
+    run = Path(run_dir)
+    if not (run / "checkpoints" / "last.pt").is_file():
+        return (f"Run {run.name} ships without a model checkpoint (checkpoints/last.pt), so this page cannot embed "
+                "images with it: pick a run that has one in the sidebar, or train it with the command in its "
+                "meta.json.")
+    try:
+        load_dataset(dataset, str(root))
+    except (DatasetError, ValueError, OSError):
+        label = DATASET_LABELS.get(dataset, dataset)
+        how = (" With the shared archives, `make test` unpacks it into .cache/market1501 once; then run "
+               "`make results`, or `make results MARKET=/path/to/market1501` for your own copy."
+               if dataset == "market1501" else "")
+        return (f"This page needs the images of {label} (its query and gallery) at the dataset root in the sidebar,"
+                f" and that folder does not hold them.{how}")
+    return None
+
+
+def runs_with_checkpoint(runs: pd.DataFrame) -> list[str]:
+    """Names of the runs in a ``runs_frame`` whose directory holds ``checkpoints/last.pt``."""
+    return [str(n) for n, p in zip(runs["run"], runs["path"]) if (Path(p) / "checkpoints" / "last.pt").is_file()]
 
 
 SPREAD_CACHE_VERSION = 1

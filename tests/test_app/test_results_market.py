@@ -72,3 +72,34 @@ def test_erasing_inspector_reads_probe_images_from_the_users_market(demo_root, m
     assert at.sidebar.text_input(key=state.KEY_DATASET_ROOT).value == str(market)
     assert not [i.value for i in at.info if "Probe images unavailable" in i.value]
     assert at.image[0].captions == ["probe image"]
+
+
+MODEL_PAGES = ("rank_browser", "embeddings", "search", "evaluate")
+
+
+@pytest.mark.parametrize("page", MODEL_PAGES)
+def test_model_pages_say_in_one_sentence_what_they_need(tmp_path, demo_root, monkeypatch, page) -> None:
+    """Committed Market runs without a Market copy, or without a checkpoint: one info sentence, no red error."""
+    import shutil
+
+    from tests.synthetic import random_checkpoint
+
+    runs = tmp_path / "runs"
+    shutil.copytree(COMMITTED["c_esnet_avg"] / "c_esnet_avg", runs / "with_model", ignore=shutil.ignore_patterns(
+        "checkpoints"))
+    random_checkpoint(runs / "with_model" / "checkpoints" / "last.pt")
+    shutil.copytree(COMMITTED["c_esnet_avg"] / "c_esnet_avg", runs / "no_model", ignore=shutil.ignore_patterns(
+        "checkpoints"))
+    empty = tmp_path / "no-market"
+    empty.mkdir()
+    monkeypatch.setenv("ESNET_DATASET_ROOT", str(empty))
+    at = open_app(monkeypatch, runs, demo_root, f"../pages/{page}.py", allowed=[tmp_path])
+    at.sidebar.selectbox(key=state.KEY_RUN).set_value("with_model").run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    assert [i.value for i in at.info if "needs the images of Market-1501" in i.value]
+    assert any("make results" in i.value for i in at.info)
+    at.sidebar.selectbox(key=state.KEY_RUN).set_value("no_model").run()
+    assert not at.exception and not at.error
+    needs = [i.value for i in at.info if "ships without a model checkpoint" in i.value]
+    assert needs and "with_model" in needs[0]  # names the runs that can be used instead
