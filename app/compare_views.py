@@ -109,6 +109,10 @@ def pick_pair() -> Pair:
                 "them query by query.")
         st.stop()
     st.caption(f"Both evaluated on **{da}** at `{sel.dataset_root}` (change the root in the sidebar)")
+    need = cache.page_needs(sel.run_path(a), da, sel.dataset_root)
+    if need:
+        st.info(need)
+        st.stop()
     target = lambda n: mv.Target(run=n, path=sel.run_path(n), dataset=da, root=sel.dataset_root)  # noqa: E731
     return Pair(a=target(a), b=target(b))
 

@@ -8,6 +8,7 @@ with :func:`current`. Typed paths are confined by ``api.confine_path`` to the re
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,8 +97,11 @@ def _with_user_runs(runs_dir: Path, frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _default_run(runs: pd.DataFrame) -> str:
-    """The first run (by name) that has a last.pt (what the model pages load), so they open on a usable run;
-    else the first."""
+    """``$ESNET_DEFAULT_RUN`` when it names a run here (``make results`` opens on the ES-Net run); else the
+    first run (by name) that has a last.pt (what the model pages load), so they open on a usable run; else the first."""
+    wanted = os.environ.get("ESNET_DEFAULT_RUN")
+    if wanted and wanted in set(runs["run"]):
+        return wanted
     for name, path in zip(runs["run"], runs["path"]):
         if (Path(path) / "checkpoints" / "last.pt").is_file():
             return name

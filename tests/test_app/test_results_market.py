@@ -103,3 +103,13 @@ def test_model_pages_say_in_one_sentence_what_they_need(tmp_path, demo_root, mon
     assert not at.exception and not at.error
     needs = [i.value for i in at.info if "ships without a model checkpoint" in i.value]
     assert needs and "with_model" in needs[0]  # names the runs that can be used instead
+
+
+def test_make_results_opens_on_the_es_net_run(demo_root, monkeypatch) -> None:
+    """``make results`` sets ``$ESNET_DEFAULT_RUN``: the sidebar opens on that run, not the first by name."""
+    monkeypatch.setenv("ESNET_DEFAULT_RUN", "l_esnet_avg_e40")
+    at = open_app(monkeypatch, COMMITTED["l_esnet_avg_e40"], demo_root, allowed=[ROOT])
+    assert at.sidebar.selectbox(key=state.KEY_RUN).value == "l_esnet_avg_e40"
+    monkeypatch.setenv("ESNET_DEFAULT_RUN", "no_such_run")  # a name that is not here: the usual default
+    at = open_app(monkeypatch, COMMITTED["l_esnet_avg_e40"], demo_root, allowed=[ROOT])
+    assert at.sidebar.selectbox(key=state.KEY_RUN).value != "no_such_run"
