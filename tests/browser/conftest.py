@@ -20,6 +20,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -63,12 +64,10 @@ def _stop(proc: subprocess.Popen) -> None:
             continue
 
 
-@pytest.fixture(scope="module")
-def dashboard(tmp_path_factory: pytest.TempPathFactory, demo_data: Path, embedding_cache: Path) -> Iterator[str]:
-    """The base URL (``http://127.0.0.1:<port>``) of a dashboard server started for this module."""
-    log_path = tmp_path_factory.mktemp("streamlit") / "server.log"
-    env = {**os.environ, "ESNET_RUNS_DIR": str(DEMO_RUNS), "ESNET_DEMO_ROOT": str(demo_data),
-           "ESNET_CACHE_DIR": str(embedding_cache)}
+@contextmanager
+def serve_dashboard(env: dict[str, str], log_path: Path) -> Iterator[str]:
+    """A ``streamlit run app/main.py`` server with environment ``env``, its output in ``log_path``;
+    yields its base URL (``http://127.0.0.1:<port>``) and stops its process group afterwards."""
     for attempt in range(3):  # the port may be taken between _free_port and the server's bind
         port = _free_port()
         url = f"http://127.0.0.1:{port}"
@@ -92,6 +91,16 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory, demo_data: Path, embeddi
         yield url
     finally:
         _stop(proc)
+
+
+@pytest.fixture(scope="module")
+def dashboard(tmp_path_factory: pytest.TempPathFactory, demo_data: Path, embedding_cache: Path) -> Iterator[str]:
+    """The base URL (``http://127.0.0.1:<port>``) of a dashboard server started for this module."""
+    log_path = tmp_path_factory.mktemp("streamlit") / "server.log"
+    env = {**os.environ, "ESNET_RUNS_DIR": str(DEMO_RUNS), "ESNET_DEMO_ROOT": str(demo_data),
+           "ESNET_CACHE_DIR": str(embedding_cache)}
+    with serve_dashboard(env, log_path) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
