@@ -378,7 +378,7 @@ def test_manifest_relative_and_absolute_paths(tmp_path):
     ("path,pid,split\na.jpg,1,query\n", r"data\.csv:1: header must be path,pid,camid,split, got 'path,pid,split'"),
     ("path,pid,camid,split\na.jpg,1,0,query\nb.jpg,x,0,gallery\n", r"data\.csv:3: pid must be an integer, got 'x'"),
     ("path,pid,camid,split\na.jpg,1,c1,query\n", r"data\.csv:2: camid must be an integer, got 'c1'"),
-    ("path,pid,camid,split\na.jpg,1,-1,query\n", r"data\.csv:2: camid must be >= 0 \(0-based\), got -1"),
+    ("path,pid,camid,split\na.jpg,1,-1,query\n", r"data\.csv:2: camid must be in \[0, 2147483647\] \(0-based\), got -1"),
     ("path,pid,camid,split\na.jpg,1,0,test\n", r"data\.csv:2: split must be one of \['train', 'query', 'gallery'\]"),
     ("path,pid,camid,split\na.jpg,1,0\n", r"data\.csv:2: expected 4 columns path,pid,camid,split, got 3"),
     ("path,pid,camid,split\n,1,0,query\n", r"data\.csv:2: path is empty"),
