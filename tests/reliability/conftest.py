@@ -61,6 +61,11 @@ def _scrub(text: str, temp_roots: list[str]) -> str:
         text = text.replace(place, name)
     text = re.sub(r"<tmp>/[^\s'\"/]+", "<tmp>", text)  # <basetemp>/test_x0/sub/a.jpg -> <tmp>/sub/a.jpg
     text = re.sub(r"\bpid \d+", "pid N", text)
+    # Also independent of where the clone lives and of random names: a path's length (the 5,000-character
+    # runs directory), how much of a long run of one letter a truncation keeps, mkstemp's 8 random characters.
+    text = re.sub(r"\(\d[\d,]* characters\)", "(N characters)", text)
+    text = re.sub(r"([A-Za-z])\1{19,}", r"\1\1\1…", text)
+    text = re.sub(r"(\.[\w.-]+?\.)[a-z0-9_]{8}(\.tmp)\b", r"\1XXXXXXXX\2", text)
     text = re.sub(r"0x[0-9a-f]{6,}", "0x…", text)
     return text.replace("|", "\\|")
 
