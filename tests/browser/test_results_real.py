@@ -154,8 +154,8 @@ def test_embedding_explorer_shows_every_market_image(app: Page) -> None:
     text = _caption(app, r"\d+ images \(\d+ query, \d+ gallery\)")
     n, q, g = map(int, re.search(r"(\d+) images \((\d+) query, (\d+) gallery\)", text).groups())
     assert (q, g, n) == (QUERIES, GALLERY, QUERIES + GALLERY), text
-    points = app.evaluate("() => [...document.querySelectorAll('.js-plotly-plot')].map("
-                          "d => (d.data || []).reduce((s, t) => s + (t.x ? t.x.length : 0), 0))")
+    points = app.evaluate("() => [...document.querySelectorAll('.js-plotly-plot')].map("  # decoded traces' lengths
+                          "d => (d._fullData || []).reduce((s, t) => s + (t._length || 0), 0))")
     assert points and max(points) >= QUERIES + GALLERY, points  # + the picked point's marker
 
 
