@@ -457,7 +457,7 @@ def split_attention_spread(inf: Inference, samples: Sequence[Sample], *, batch_s
                 maps = own_cam(inf.model, x)
             spread = attention_spread(np.stack([m.raw for m in maps]))  # (B,) each
             for i, (s, m) in enumerate(zip(batch, maps)):
-                rows.append({"path": s.path, "pid": s.pid, "camid": s.camid, "camera": getattr(s, "camera", -1),
+                rows.append({"path": s.path, "pid": s.pid, "camid": s.camid, "camera": s.camera,
                              "class_id": m.info["class_id"], "prob": m.info["prob"],
                              "coverage": float(spread["coverage"][i]), "entropy": float(spread["entropy"][i])})
         if progress is not None:
