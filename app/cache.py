@@ -189,6 +189,23 @@ def gallery(path: str | Path, dataset: str, root: Path) -> api.Gallery:
     return _gallery(*checkpoint_key(path), dataset, str(root), _mtime(Path(root)))
 
 
+@st.cache_data(show_spinner=False, max_entries=16)
+def _center(key: tuple, _features: np.ndarray) -> np.ndarray:
+    return api.embedding_center(_features)
+
+
+def gallery_center(path: str | Path, dataset: str, root: Path) -> np.ndarray:
+    """``api.embedding_center`` of ``gallery(path, dataset, root)``, computed once."""
+    return _center(("gallery", *checkpoint_key(path), dataset, str(root), _mtime(Path(root))),
+                   gallery(path, dataset, root).embeddings.features)
+
+
+def report_center(rep: api.EvalReport) -> np.ndarray:
+    """``api.embedding_center`` of a report's gallery embeddings, computed once per model, data and feature."""
+    return _center(("report", rep.checkpoint_sha, rep.dataset, rep.root, rep.test_feature, rep.flip),
+                   rep.gallery.features)
+
+
 UMAP_WARM_UP_S = 40.0
 """About how long UMAP's first call in a process compiles (numba), for the progress estimate."""
 
@@ -233,15 +250,19 @@ def image_heat(path: str | Path, kind: str, image_key: str, image) -> np.ndarray
 
 
 @st.cache_data(show_spinner=False, max_entries=512)
-def _pair_heat(path: str, mtimes: tuple[float, ...], query_key: str, match_key: str, _query,
-               _match) -> tuple[np.ndarray, np.ndarray]:
-    q, m = api.pair_saliency(_inference(path, mtimes), _query, _match)
+def _pair_heat(path: str, mtimes: tuple[float, ...], query_key: str, match_key: str, _query, _match,
+               center: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    q, m = api.pair_saliency(_inference(path, mtimes), _query, _match, center)
     return q.heat, m.heat
 
 
-def pair_heat(path: str | Path, query_key: str, query, match_key: str, match) -> tuple[np.ndarray, np.ndarray]:
-    """Similarity saliency (query heat, match heat), each (H, W) float32 in [0, 1], of one pair."""
-    return _pair_heat(*checkpoint_key(path), query_key, match_key, query, match)
+def pair_heat(path: str | Path, query_key: str, query, match_key: str, match,
+              center: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Similarity saliency (query heat, match heat), each (H, W) float32 in [0, 1], of one pair.
+
+    ``center``: the gallery's ``api.embedding_center`` (what the pair shares beyond the average image).
+    """
+    return _pair_heat(*checkpoint_key(path), query_key, match_key, query, match, center)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)

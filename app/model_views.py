@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 from PIL import Image
@@ -212,19 +213,27 @@ def ranking_strip(query_path: str, query_caption: str, ranking: pd.DataFrame, *,
                 col.image(viz_model.bordered(im, colour), caption=caption, width="stretch")
 
 
-def pair_view(t: Target, query_path: str, match_path: str, *, query_caption: str, match_caption: str) -> None:
-    """Query and match side by side with their similarity saliency overlays."""
+def pair_view(t: Target, query_path: str, match_path: str, *, query_caption: str, match_caption: str,
+              center: np.ndarray | None = None) -> None:
+    """Query and match side by side with their similarity saliency overlays.
+
+    ``center``: the gallery's ``api.embedding_center``; the maps then show what the pair shares
+    beyond the average gallery image.
+    """
     q_im, m_im = _image(query_path), _image(match_path)
     if q_im is None or m_im is None:
         st.error(f"Cannot read {api.printable(query_path if q_im is None else match_path)}")
         return
     with shown_errors("Cannot compute the similarity saliency"):
-        q_heat, m_heat = cache.pair_heat(t.path, query_path, q_im, match_path, m_im)
+        q_heat, m_heat = cache.pair_heat(t.path, query_path, q_im, match_path, m_im, center)
     cols = st.columns(4)
     for col, im, caption in zip(cols, (q_im, viz_model.overlay(q_im, q_heat), m_im, viz_model.overlay(m_im, m_heat)),
                                 (query_caption, "query: what drives the similarity", match_caption,
                                  "match: what drives the similarity")):
         col.image(viz_model.bordered(im, viz_model.NEUTRAL, height=256, width=2), caption=caption, width=132)
+    if center is not None:
+        st.caption("Grad-CAM of the cosine similarity, each image taken along its partner's embedding minus the "
+                   "gallery's mean embedding: what the two share beyond the average gallery image.")
 
 
 # --- embedding explorer --------------------------------------------------------------------------
@@ -317,8 +326,10 @@ def search_uploads(inf: api.Inference, gallery: api.Gallery, files: Sequence[tup
 
 
 def search_hits(t: Target, upload: Upload, hits: pd.DataFrame, *, saliency: str, threshold: float,
-                per_row: int = 8) -> None:
+                per_row: int = 8, center: np.ndarray | None = None) -> None:
     """One uploaded query and its ranked hits, each with the chosen saliency overlay.
+
+    ``center``: the gallery's ``api.embedding_center`` for the similarity saliency.
 
     Frames: green = distance <= ``threshold`` ("same person"), red = above it.
     """
@@ -330,7 +341,7 @@ def search_hits(t: Target, upload: Upload, hits: pd.DataFrame, *, saliency: str,
         if im is None:
             continue
         if kind == "similarity":
-            q_heat, heat = cache.pair_heat(t.path, upload.digest, upload.image, h["path"], im)
+            q_heat, heat = cache.pair_heat(t.path, upload.digest, upload.image, h["path"], im, center)
         else:
             q_heat, heat = q_heat_cam, cache.image_heat(t.path, kind, h["path"], im)
         same = h["distance"] <= threshold

@@ -56,7 +56,7 @@ __all__ = [
     "EvalReport", "Gallery", "ImageError", "Inference", "PoolingDemo", "RunDirError", "SaliencyMap", "SearchResult",
     "TrainingJob", "block_positions", "cmc_frame", "dataset_overview", "default_cache_dir", "default_dataset_root",
     "default_demo_root", "default_runs_dir", "embed", "embedding_projection", "ensure_demo_data", "erasing_frames",
-    "erasing_replay", "evaluate_checkpoint", "final_p_channels", "image_saliency", "load_gallery", "load_inference", "metrics_frame",
+    "embedding_center", "erasing_replay", "evaluate_checkpoint", "final_p_channels", "image_saliency", "load_gallery", "load_inference", "metrics_frame",
     "nearest_neighbours", "pair_saliency", "pooling_demo", "printable", "query_ranking", "read_image",
     "read_run_config", "run_status", "runs_frame", "search_images", "start_training", "stop_training",
     "warm_up_projection", "TEST_SELECTED", "is_test_selected", "VehicleIDReport", "VEHICLEID_TEST_SIZES",
@@ -349,11 +349,25 @@ def image_saliency(inf: Inference, image: Image.Image, kind: str = "cam", *, cla
         return saliency.integrated_gradients(inf.model, x, baseline=baseline, class_ids=ids)[0]
 
 
-def pair_saliency(inf: Inference, query: Image.Image, match: Image.Image) -> tuple[SaliencyMap, SaliencyMap]:
-    """Which regions of the query and of the match drive their cosine similarity."""
+def embedding_center(features: np.ndarray) -> np.ndarray:
+    """(D,) float32 mean of unit embedding rows (N, D), N >= 1: the ``center`` of ``pair_saliency``."""
+    feats = np.asarray(features, dtype=np.float32)
+    if feats.ndim != 2 or not len(feats):
+        raise ValueError(f"features must be a non-empty (N, D) array, got shape {feats.shape}")
+    return feats.mean(axis=0)
+
+
+def pair_saliency(inf: Inference, query: Image.Image, match: Image.Image,
+                  center: np.ndarray | None = None) -> tuple[SaliencyMap, SaliencyMap]:
+    """Which regions of the query and of the match drive their cosine similarity.
+
+    ``center``: the gallery's ``embedding_center``, so the maps show what the two share beyond
+    the average image (see ``saliency.similarity_saliency``); None = the plain cosine.
+    """
     q, m = _batch(inf, query), _batch(inf, match)
+    c = None if center is None else np.asarray(center, dtype=np.float32)
     with inf.lock:
-        return saliency.similarity_saliency(inf.model, q, m)
+        return saliency.similarity_saliency(inf.model, q, m, c)
 
 
 def erasing_replay(inf: Inference, image: Image.Image) -> ErasingView:

@@ -302,7 +302,8 @@ def integrated_gradients(model: ESNet, images: torch.Tensor, baseline: str = "bl
     return _maps(attr.abs().sum(dim=1), tuple(images.shape[2:]), "integrated_gradients", infos)
 
 
-def similarity_saliency(model: ESNet, query: torch.Tensor, match: torch.Tensor) -> tuple[SaliencyMap, SaliencyMap]:
+def similarity_saliency(model: ESNet, query: torch.Tensor, match: torch.Tensor,
+                        center: torch.Tensor | np.ndarray | None = None) -> tuple[SaliencyMap, SaliencyMap]:
     """Which regions of each image drive their cosine similarity ``s = cos(e_q, e_m)``.
 
     For image a with partner b the map is Grad-CAM, ``ReLU(sum_k mean_hw(dT/dF_k) F_k)`` on
@@ -312,12 +313,23 @@ def similarity_saliency(model: ESNet, query: torch.Tensor, match: torch.Tensor) 
     for identical images (cosine is at its maximum) and would give no map. ``e`` is the
     model's eval embedding, global + erasing branch for ``test_feature="concat"``.
 
+    With ``center`` (the mean unit embedding of a reference set, normally the gallery) the
+    partner's direction is ``(u_b - center) / |u_b - center|``: the map shows what makes the
+    two images alike *compared with the average image*. Without it, when every embedding
+    shares one large common component (measured on the shipped Market ES-Net: random pairs
+    at cosine 0.96, because the erasing branch's BNNeck statistics come from erased maps),
+    the partner's direction is mostly that component and every map is the same
+    image-independent pattern.
+
     Args:
         model: ESNet in eval mode.
         query: (1, 3, H, W) float32 normalised.
         match: (1, 3, H', W') float32 normalised.
+        center: optional (D,) mean of unit embeddings, finite.
     Returns:
-        (query map, match map), ``kind="similarity"``; ``info`` has ``similarity``.
+        (query map, match map), ``kind="similarity"``; ``info`` has ``similarity`` (the
+        plain cosine) and ``centered_similarity`` (cosine of ``u - center``; equal to
+        ``similarity`` without a center).
     """
     _check_inputs(model, query, "query")
     _check_inputs(model, match, "match")
@@ -326,11 +338,19 @@ def similarity_saliency(model: ESNet, query: torch.Tensor, match: torch.Tensor) 
             raise ValueError(f"{name} must hold exactly one image (1, 3, H, W), got {tuple(x.shape)}")
     u_q, u_m = _unit_embedding(model, query), _unit_embedding(model, match)  # (1, D) each
     sim = float((u_q * u_m).sum())
+    d_q, d_m = u_q, u_m  # the directions each partner's map is taken along
+    if center is not None:
+        c = torch.as_tensor(center, dtype=torch.float32, device=u_q.device)
+        if c.shape != (u_q.shape[1],) or not bool(torch.isfinite(c).all()):
+            raise ValueError(f"center must be a finite ({u_q.shape[1]},) vector (the mean unit embedding), "
+                             f"got shape {tuple(c.shape)}")
+        d_q, d_m = F.normalize(u_q - c, dim=1), F.normalize(u_m - c, dim=1)
+    info = {"similarity": sim, "centered_similarity": float((d_q * d_m).sum())}
     forward = _projection(model, normalise=True)
     out = []
-    for x, partner in ((query, u_m), (match, u_q)):
+    for x, partner in ((query, d_m), (match, d_q)):
         raw = _layer_grad_cam(forward, model, x, None, (partner,))  # (1, h, w)
-        out.append(_maps(raw, tuple(x.shape[2:]), "similarity", [{"similarity": sim}])[0])
+        out.append(_maps(raw, tuple(x.shape[2:]), "similarity", [dict(info)])[0])
     return out[0], out[1]
 
 

@@ -1,6 +1,7 @@
 """Rank browser: each query's ranked gallery, worst first, and why a match looks similar."""
 import streamlit as st
 
+from app import cache
 from app import model_views as mv
 from esnet import api
 
@@ -27,7 +28,8 @@ pick = st.radio("Explain the match at rank", list(scored["rank"]), horizontal=Tr
                 format_func=lambda r: f"#{r} {'✓' if scored.set_index('rank').loc[r, 'correct'] else '✗'}")
 hit = scored.set_index("rank").loc[pick]
 mv.pair_view(t, q["path"], hit["path"], query_caption=f"query · id {q['pid']}",
-             match_caption=f"#{pick} · id {hit['pid']} · d={hit['distance']:.3f}")
+             match_caption=f"#{pick} · id {hit['pid']} · d={hit['distance']:.3f}",
+             center=cache.report_center(rep))
 
 with st.expander(f"All queries, {order}"):
     st.dataframe(mv.printable_paths(queries), hide_index=True, width="stretch",

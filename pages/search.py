@@ -32,4 +32,5 @@ for message in outcome.errors:
     st.error(f"Skipped an upload: {message}")
 for i, upload in enumerate(outcome.queries):
     st.divider()
-    mv.search_hits(t, upload, outcome.result.to_frame(i), saliency=saliency, threshold=threshold)
+    mv.search_hits(t, upload, outcome.result.to_frame(i), saliency=saliency, threshold=threshold,
+                   center=cache.gallery_center(t.path, t.dataset, t.root))

@@ -114,6 +114,19 @@ def test_pair_saliency_is_symmetric_in_its_similarity(inf, report) -> None:
     np.testing.assert_allclose(qa.heat, ra.heat, atol=1e-5)
 
 
+def test_pair_saliency_against_the_gallery_center(inf, report) -> None:
+    center = api.embedding_center(report.gallery.features)
+    np.testing.assert_allclose(center, report.gallery.features.astype(np.float64).mean(axis=0), atol=1e-6)
+    a, b = (api.read_image(p) for p in report.query.paths[:2])
+    qa, qb = api.pair_saliency(inf, a, b, center)
+    ua, ub = (report.query.features[i] for i in (0, 1))
+    da, db = ((u - center) / np.linalg.norm(u - center) for u in (ua, ub))
+    assert qa.info["similarity"] == pytest.approx(float(ua @ ub), abs=1e-4)
+    assert qa.info["centered_similarity"] == pytest.approx(float(da @ db), abs=1e-4)
+    with pytest.raises(ValueError, match="non-empty"):
+        api.embedding_center(np.zeros((0, 4), dtype=np.float32))
+
+
 def test_projection_is_cached_and_neighbours_are_nearest(report, tmp_path) -> None:
     cache = tmp_path
     first = api.embedding_projection(report, method="pca", cache_dir=cache)

@@ -194,6 +194,48 @@ def test_similarity_saliency_swaps_with_its_arguments_and_depends_on_the_input(m
     assert not np.allclose(qa.raw, qa2.raw)  # a's map depends on its partner
 
 
+def _manual_similarity_cam(model, x, direction):
+    """ReLU(sum_k mean_hw(dT/dF_k) F_k) of T = <e(x), direction> / |e(x)| by plain autograd (no captum)."""
+    store = {}
+
+    def keep(_module, _inputs, out):
+        store["F"] = out
+        return out
+
+    handle = model.backbone.register_forward_hook(keep)
+    try:
+        with torch.enable_grad():
+            e = model(x).embedding
+            t = (e * direction).sum() / e.norm().detach()
+            (grad,) = torch.autograd.grad(t, store["F"])
+    finally:
+        handle.remove()
+    weights = grad.mean(dim=(2, 3), keepdim=True)  # (1, C, 1, 1)
+    return torch.relu((weights * store["F"]).sum(dim=1))[0].detach().numpy()  # (h, w)
+
+
+def test_centered_similarity_saliency_takes_the_partner_direction_from_the_center(model):
+    a, b, c = _images(3, seed=7).split(1)
+    with torch.no_grad():
+        u = F.normalize(model(torch.cat([a, b, c])).embedding, dim=1)  # (3, D)
+    center = u.mean(dim=0)  # (D,): the reference set's mean unit embedding
+    qa, mb = S.similarity_saliency(model, a, b, center)
+    d_a, d_b = F.normalize(u[0] - center, dim=0), F.normalize(u[1] - center, dim=0)
+    assert qa.info["similarity"] == pytest.approx(float(u[0] @ u[1]), abs=1e-5)
+    assert qa.info["centered_similarity"] == pytest.approx(float(d_a @ d_b), abs=1e-5)
+    assert abs(qa.info["centered_similarity"] - qa.info["similarity"]) > 0.05  # centring changes the cosine here
+    np.testing.assert_allclose(qa.raw, _manual_similarity_cam(model, a, d_b), rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(mb.raw, _manual_similarity_cam(model, b, d_a), rtol=1e-4, atol=1e-7)
+    plain, _ = S.similarity_saliency(model, a, b)
+    assert not np.allclose(plain.raw, qa.raw)  # the center changes the map
+    zero, _ = S.similarity_saliency(model, a, b, np.zeros(u.shape[1], dtype=np.float32))
+    np.testing.assert_allclose(zero.raw, plain.raw, rtol=1e-5, atol=1e-8)  # a zero center is the plain cosine
+    assert zero.info["centered_similarity"] == pytest.approx(zero.info["similarity"], abs=1e-6)
+    for bad in (torch.zeros(3), torch.full((u.shape[1],), float("nan"))):
+        with pytest.raises(ValueError, match="center must be a finite"):
+            S.similarity_saliency(model, a, b, bad)
+
+
 def test_ig_baselines_are_grey_or_blurred():
     x = _images(1)
     grey = S.ig_baseline(x, "grey")
