@@ -298,19 +298,21 @@ def _unpacked(state: dict[str, torch.Tensor], packed: Any, where: str) -> dict[s
     return out
 
 
-def write_release_checkpoint(src: str | Path, dst: str | Path) -> Path:
+def write_release_checkpoint(src: str | Path, dst: str | Path, *, pack: bool = True) -> Path:
     """Write a small inference-only copy of a training checkpoint, for shipping with the code.
 
-    Float weights become float16 (P-pooling's q stays float32), ``RELEASE_INT8_KEYS`` become
-    int8 rows with a per-row scale, ``RELEASE_DROPPED_KEYS`` are left out, and there is no
-    optimizer or scheduler state (so it cannot be resumed). The zip entries are deflated
+    Float weights become float16 (P-pooling's q stays float32), and there is no optimizer or
+    scheduler state (so it cannot be resumed). With ``pack``, ``RELEASE_INT8_KEYS`` also
+    become int8 rows with a per-row scale and ``RELEASE_DROPPED_KEYS`` are left out; without
+    it every tensor is kept (the demo's slim checkpoint). The zip entries are deflated
     (``torch.load`` reads them as usual). The embedding of every image equals the source
     model's up to float16 rounding. Written atomically, and re-read before it replaces
-    anything.
+    anything (``dst`` may be ``src``).
 
     Args:
         src: a checkpoint written by :func:`save_checkpoint`.
         dst: the file to write (its directory is created).
+        pack: int8 rows and dropped keys as above (``esnet release``); False = float16 only.
     Returns:
         ``dst`` as a Path.
     Raises:
@@ -323,18 +325,21 @@ def write_release_checkpoint(src: str | Path, dst: str | Path) -> Path:
     for k, v in model.state_dict().items():
         keep_fp32 = k.endswith("pool.q")  # float16 would move p by ~1e-3
         state[k] = v.detach().clone() if keep_fp32 or not v.is_floating_point() else v.detach().half()
-    packed: dict[str, Any] = {"int8": {}, "dropped": []}
-    for key in RELEASE_INT8_KEYS:
-        w = state.pop(key).float()  # (R, C)
-        scale = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-12)  # (R,)
-        packed["int8"][key] = {"q": torch.round(w / scale[:, None]).to(torch.int8), "scale": scale.half()}
-    for key in RELEASE_DROPPED_KEYS:
-        if key in state:
-            del state[key]
-            packed["dropped"].append(key)
+    extra: dict[str, Any] = {"record": ckpt.extra.get("record", {}), "slim": True}
+    if pack:
+        packed: dict[str, Any] = {"int8": {}, "dropped": []}
+        for key in RELEASE_INT8_KEYS:
+            w = state.pop(key).float()  # (R, C)
+            scale = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-12)  # (R,)
+            packed["int8"][key] = {"q": torch.round(w / scale[:, None]).to(torch.int8), "scale": scale.half()}
+        for key in RELEASE_DROPPED_KEYS:
+            if key in state:
+                del state[key]
+                packed["dropped"].append(key)
+        extra.update(release=True, packed=packed)
     payload = {"version": CHECKPOINT_VERSION, "model": state, "optimizer": None, "scheduler": None,
                "epoch": ckpt.epoch, "config": to_dict(ckpt.config), "num_classes": ckpt.num_classes,
-               "extra": {"record": ckpt.extra.get("record", {}), "slim": True, "release": True, "packed": packed}}
+               "extra": extra}
     plain = io.BytesIO()
     torch.save(payload, plain)
     deflated = io.BytesIO()

@@ -12,7 +12,7 @@ budget and seed on ``assets/demo_data`` (MobileNetV2 with the real ImageNet weig
 128x64, CPU). To keep the assets small, ``checkpoints/best.pt`` (chosen on the test split,
 never the default) is deleted from every run and the ES-Net P-pooling run's ``last.pt`` is
 rewritten as a slim checkpoint:
-model weights in float16, no optimizer (:func:`slim_checkpoint`); the other runs keep
+model weights in float16, no optimizer (``checkpoint.write_release_checkpoint(pack=False)``); the other runs keep
 no checkpoint at all (their metrics, probes and erasing records are what the pages
 show). Everything is seeded and trained on the CPU, so the same command gives the same
 numbers.
@@ -25,11 +25,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from esnet.checkpoint import CheckpointError, load_checkpoint, restore_model, save_checkpoint
+from esnet.checkpoint import CheckpointError, write_release_checkpoint
 from esnet.config import Config, override
 from esnet.data.demo import demo_is_current, demo_marker, generate_demo
 from esnet.engine.run import train_run
-from esnet.model import Pool, build_model
 
 DEMO_RUNS: dict[str, dict[str, str]] = {
     "esnet-p": {"model.pool": "p", "model.erasing": "salient", "model.test_feature": "concat"},
@@ -84,28 +83,6 @@ def demo_config(name: str, data_root: str | Path, weights: str | Path, epochs: i
     return override(Config(), updates)
 
 
-def slim_checkpoint(src: str | Path, dst: str | Path) -> Path:
-    """Rewrite a training checkpoint as an inference-only one: float16 weights, no optimizer.
-
-    Integer buffers (BatchNorm's ``num_batches_tracked``) keep their dtype; loading
-    copies the float16 values into the float32 model (``load_model`` works unchanged).
-
-    Raises:
-        CheckpointError: ``src`` is not a readable esnet checkpoint.
-    """
-    ckpt = load_checkpoint(src)
-    model = build_model(ckpt.config.model, ckpt.num_classes)
-    restore_model(ckpt, model)  # also upgrades an old raw P-pooling exponent
-    pools = [m for m in model.modules() if isinstance(m, Pool) and m.q is not None]
-    qs = [m.q.detach().clone() for m in pools]
-    model = model.half()  # floating tensors only; num_batches_tracked stays int64
-    for m, q in zip(pools, qs):  # P-pooling's q stays float32: float16 would move p by ~1e-3
-        m.q.data = q
-    save_checkpoint(dst, model=model, optimizer=None, scheduler=None, epoch=ckpt.epoch, config=ckpt.config,
-                    num_classes=ckpt.num_classes, extra={"record": ckpt.extra.get("record", {}), "slim": True})
-    return Path(dst)
-
-
 def build_demo_assets(
     out: str | Path,
     *,
@@ -158,7 +135,7 @@ def build_demo_assets(
         (building / "checkpoints" / "best.pt").unlink(missing_ok=True)
         last = building / "checkpoints" / "last.pt"
         if name == CHECKPOINT_RUN and last.exists():
-            slim_checkpoint(last, last)
+            write_release_checkpoint(last, last, pack=False)  # float16, no optimizer
         elif last.exists():
             last.unlink()
             shutil.rmtree(building / "checkpoints", ignore_errors=True)

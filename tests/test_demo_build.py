@@ -8,7 +8,8 @@ import torch
 from esnet import demo_build
 from esnet.checkpoint import load_checkpoint, load_model, save_checkpoint
 from esnet.config import Config, override
-from esnet.demo_build import CHECKPOINT_RUN, DEMO_RUNS, build_demo_assets, demo_config, slim_checkpoint
+from esnet.checkpoint import write_release_checkpoint
+from esnet.demo_build import CHECKPOINT_RUN, DEMO_RUNS, build_demo_assets, demo_config
 from esnet.engine.rundir import read_metrics, read_probes, summarize_run
 from esnet.model import build_model
 
@@ -34,11 +35,11 @@ def _save(path: Path, cfg: Config, num_classes: int = 5) -> torch.nn.Module:
 def test_slim_checkpoint_keeps_the_model_in_float16_and_drops_the_optimizer(tmp_path):
     cfg = _tiny_config()
     model = _save(tmp_path / "full.pt", cfg)
-    slim = slim_checkpoint(tmp_path / "full.pt", tmp_path / "slim.pt")
+    slim = write_release_checkpoint(tmp_path / "full.pt", tmp_path / "slim.pt", pack=False)
     full_size, slim_size = (tmp_path / "full.pt").stat().st_size, slim.stat().st_size
     assert slim_size < 0.3 * full_size  # fp16 halves the model, no Adam moments (2x model)
     ck = load_checkpoint(slim)
-    assert ck.optimizer_state is None and ck.epoch == 3 and ck.extra["slim"] is True
+    assert ck.optimizer_state is None and ck.epoch == 3 and ck.extra["slim"] is True and "packed" not in ck.extra
     assert ck.extra["record"] == {"epoch": 3}
     floats = [v for k, v in ck.model_state.items() if v.is_floating_point() and not k.endswith("pool.q")]
     assert floats and all(v.dtype == torch.float16 for v in floats)
