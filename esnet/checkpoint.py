@@ -229,7 +229,10 @@ def load_checkpoint(path: str | Path, *, map_location: Any = "cpu") -> Checkpoin
     num_classes = raw["num_classes"]
     if not isinstance(num_classes, int) or num_classes < 1:
         raise CheckpointError(f"checkpoint {str(p)!r}: num_classes must be an integer >= 1, got {num_classes!r}")
-    extra = dict(raw.get("extra") or {})
+    extra = raw.get("extra")
+    if extra is not None and not isinstance(extra, dict):
+        raise CheckpointError(f"checkpoint {str(p)!r}: 'extra' must be a dict or None, got {type(extra).__name__}")
+    extra = dict(extra or {})
     return Checkpoint(
         model_state=_unpacked(raw["model"], extra.get("packed"), str(p)),
         optimizer_state=raw.get("optimizer"),

@@ -292,6 +292,18 @@ def test_malformed_release_packing_is_refused_by_name(tmp_path, packed):
         load_checkpoint(tmp_path / "x.pt")
 
 
+@pytest.mark.parametrize("extra", [5, "xy", [1, 2], torch.zeros(2)])
+def test_extra_that_is_not_a_dict_is_refused_as_a_checkpoint_error(tmp_path, extra):
+    # An untrusted file's 'extra' is read before the model: TypeError / ValueError would escape
+    # the CheckpointError the dashboard and the CLI report.
+    cfg = _config(backbone="mobilenet_v2", erasing="off")
+    payload = {"version": CHECKPOINT_VERSION, "model": _small(cfg).state_dict(), "epoch": 1, "config": to_dict(cfg),
+               "num_classes": 3, "extra": extra}
+    torch.save(payload, tmp_path / "x.pt")
+    with pytest.raises(CheckpointError, match="extra"):
+        load_checkpoint(tmp_path / "x.pt")
+
+
 def test_cli_release_writes_the_small_copy_and_refuses_a_missing_run(tmp_path, capsys):
     from esnet.cli import main
 
