@@ -120,6 +120,8 @@ def p_trajectories(metrics_by_run: dict[str, pd.DataFrame], *, empty: str = "no 
     for run, frame in metrics_by_run.items():
         for col in _columns(frame, "p."):
             rows = frame[["epoch", col]].dropna()
+            if rows.empty:  # a branch whose every value is NaN: nothing to draw (and no maximum below)
+                continue
             fig.add_trace(go.Scatter(x=rows["epoch"], y=rows[col], mode="lines+markers",
                                      name=f"{run} · {col.removeprefix('p.')}"))
     if not fig.data:

@@ -66,3 +66,14 @@ def test_cmc_figure_is_one_plot_for_a_cmc_frame_and_for_named_curves() -> None:
     assert from_frame.layout.title.text == "CMC (best epoch)" and from_dict.layout.title.text is None
     empty = viz.cmc_figure(frame.iloc[0:0])
     assert not empty.data and "no evaluated epoch" in empty.layout.annotations[0].text
+
+
+def test_p_trajectories_skips_a_branch_without_finite_values() -> None:
+    # metrics.jsonl may hold JSON's NaN literal (json.loads accepts it): the column exists, all NaN
+    nan_only = pd.DataFrame({"epoch": [1, 2], "p.global": [np.nan, np.nan]})
+    fig = viz.p_trajectories({"broken": nan_only})
+    assert not fig.data  # the "no P-pooling run" figure, not a crash
+    ok = pd.DataFrame({"epoch": [1, 2], "p.global": [3.0, 3.5]})
+    fig = viz.p_trajectories({"broken": nan_only, "ok": ok})
+    assert [t.name for t in fig.data] == ["ok · global"]
+    assert fig.layout.yaxis.range[1] == pytest.approx(3.85)
