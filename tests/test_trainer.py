@@ -326,6 +326,26 @@ def test_resume_of_a_run_from_before_softplus_p_is_refused(finished_run: tuple[P
     assert rundir.read_status(out).state == "finished"
 
 
+def test_resume_on_another_rank_leaves_the_writers_temporary_files(finished_run: tuple[Path, object],
+                                                                    tmp_path: Path) -> None:
+    # Only rank 0 holds the lock; a DDP rank > 0 resuming at the same time must not delete what
+    # rank 0 is writing (a .tmp of its atomic writes), as remove_orphan_tmp's contract says.
+    import shutil
+
+    out = tmp_path / "ddp"
+    shutil.copytree(finished_run[0], out)
+    lock = rundir.acquire_lock(out)  # rank 0's
+    live = out / ".meta.json.rank0.tmp"
+    live.write_text("{}")
+    try:
+        with pytest.raises(RunDirError, match="more than optim.epochs"):  # stops before any DDP set-up
+            train_run(rundir.read_config(out), out, resume=True, resume_updates={"optim.epochs": 1}, rank=1,
+                      world_size=2)
+        assert live.exists()
+    finally:
+        rundir.release_lock(lock)
+
+
 def test_eval_needs_query_and_gallery(tmp_path: Path) -> None:
     root = make_market(tmp_path / "m")
     for f in (root / "query").iterdir():

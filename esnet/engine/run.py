@@ -161,17 +161,20 @@ def build_callbacks(cfg: Config, run_dir: Path, data: ReidData, num_classes: int
 
 
 # --- the steps of train_run, in order ------------------------------------------------------
-def _resume_checks(out: Path, resume_updates: dict[str, Any] | None) -> tuple[Config, Config, Checkpoint]:
+def _resume_checks(out: Path, resume_updates: dict[str, Any] | None, *,
+                   holds_lock: bool = True) -> tuple[Config, Config, Checkpoint]:
     """What --resume continues from, checked: (stored config, config to run, last checkpoint).
 
-    Called holding the lock, so it first removes the temporary files of a dead writer.
+    ``holds_lock`` (rank 0): it first removes the temporary files of a dead writer. Other DDP
+    ranks do not hold the lock and leave them: one may be rank 0's write in progress.
 
     Raises:
         RunDirError: no run, no ``last.pt``, a checkpoint from before learnable P-pooling, a
             checkpoint whose config differs beyond :data:`RESUME_MUTABLE`, or more epochs
             done than ``optim.epochs``.
     """
-    rundir.remove_orphan_tmp(out)  # we hold the lock: a .tmp here is a dead writer's, e.g. a killed save
+    if holds_lock:
+        rundir.remove_orphan_tmp(out)  # we hold the lock: a .tmp here is a dead writer's, e.g. a killed save
     if not (out / rundir.CONFIG_FILE).exists():
         raise rundir.RunDirError(f"cannot resume: {str(out)!r} holds no run ({rundir.CONFIG_FILE} missing)")
     stored = rundir.read_config(out)
@@ -326,7 +329,7 @@ def train_run(
     try:
         ckpt, stored = None, None
         if resume:
-            stored, cfg, ckpt = _resume_checks(out, resume_updates)
+            stored, cfg, ckpt = _resume_checks(out, resume_updates, holds_lock=writer)
         elif writer:
             _check_fresh(out)
         if cfg.train.seed < 0:
