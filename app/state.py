@@ -119,6 +119,9 @@ def sidebar() -> Selection:
         run = None
         if names:
             wanted = st.session_state.pop(_KEY_FOCUS, None)
+            if isinstance(wanted, Path):  # a run directory: its name as listed (a user run may be "<folder>/<name>")
+                listed = [n for n, p in zip(runs["run"], runs["path"]) if Path(p) == wanted]
+                wanted = listed[0] if listed else None
             if wanted in names:
                 st.session_state[KEY_RUN] = wanted
             if st.session_state.get(KEY_RUN) not in names and st.session_state.get(_KEY_CHOICE) in names:
@@ -152,6 +155,12 @@ def sidebar() -> Selection:
 def focus(run: str) -> None:
     """Select ``run`` in the sidebar on the next script run (call before ``st.rerun()``)."""
     st.session_state[_KEY_FOCUS] = run
+
+
+def focus_dir(run_dir: str | Path) -> None:
+    """:func:`focus` on the run in directory ``run_dir``, by whatever name the sidebar lists it under
+    (a user run whose name the runs directory has too is ``<folder>/<name>``, see :func:`_with_user_runs`)."""
+    st.session_state[_KEY_FOCUS] = Path(run_dir).resolve()
 
 
 def current() -> Selection:

@@ -67,7 +67,7 @@ if sel.runs_dir is not None:
                     st.session_state["runs.flash"] = (
                         f"Started `{args['name']}` (pid {job.pid}); follow it on the Training monitor. "
                         f"Log: `{job.log}`")
-                    state.focus(args["name"])
+                    state.focus_dir(job.run_dir)
                     st.rerun()
 
 st.subheader("Demo dataset")

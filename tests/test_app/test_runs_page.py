@@ -115,6 +115,21 @@ def test_start_form_starts_training_with_the_chosen_settings(runs, demo_root, mo
     assert "fresh" in list(frame_with(at, "best_mAP")["run"])
 
 
+def test_start_form_focuses_the_new_run_when_the_runs_directory_has_its_name(runs, demo_root, monkeypatch) -> None:
+    # The form starts runs in the user runs folder; a name the runs directory has too is listed there
+    # as "user-runs/<name>", and that (the run just started) is the one to select, not the other.
+    def fake_start(runs_dir, name, **kwargs):
+        make_run(Path(runs_dir) / name, state="running")
+        return api.TrainingJob(pid=4242, run_dir=str(Path(runs_dir) / name), log="train.log", command=("esnet",))
+
+    monkeypatch.setattr(api, "start_training", fake_start)
+    at = open_app(monkeypatch, runs, demo_root)
+    at.text_input(key="runs.name").set_value("esnet-avg")
+    at.form_submit_button[0].click().run()
+    assert not at.exception, at.exception
+    assert at.sidebar.selectbox(key=state.KEY_RUN).value == "user-runs/esnet-avg"
+
+
 @pytest.mark.parametrize("name, message", [("taken", "already holds a run"), ("../up", "run name must use")])
 def test_start_form_reports_a_taken_or_bad_name(name, message, runs, demo_root, monkeypatch) -> None:
     make_run(runs.parent / "user-runs" / "taken")
