@@ -468,13 +468,20 @@ def operating_points(report: EvalReport) -> pd.DataFrame:
     """The "same person?" thresholds calibrated on the report's own query x gallery pairs.
 
     Returns:
-        DataFrame fpr (target), threshold (accept when distance <= it), tpr (same-person pairs
-        accepted), one row per ``OPERATING_FPRS``, then Youden's J point as ``fpr`` = its FPR.
+        DataFrame point (the target, e.g. ``FPR 1%``), target_fpr, fpr (the share of
+        different-person pairs the threshold actually accepts, <= the target), threshold
+        (accept when distance <= it), tpr (same-person pairs accepted), one row per
+        ``OPERATING_FPRS``, then Youden's J point (target_fpr = fpr = its FPR).
     """
     v = report.verification
-    rows = [{"point": f"FPR {100 * f:g}%", "fpr": f, "threshold": float(v.threshold_at_fpr[f]),
+
+    def reached(f: float) -> float:  # the ROC point roc.verification_roc picked for target f
+        return float(v.fpr[int(np.searchsorted(v.fpr, f, side="right")) - 1])
+
+    rows = [{"point": f"FPR {100 * f:g}%", "target_fpr": f, "fpr": reached(f), "threshold": float(v.threshold_at_fpr[f]),
              "tpr": float(v.tpr_at_fpr[f])} for f in OPERATING_FPRS if f in v.threshold_at_fpr]
-    rows.append({"point": "max TPR - FPR", "fpr": float(v.best_fpr), "threshold": float(v.best_threshold),
+    rows.append({"point": "max TPR - FPR", "target_fpr": float(v.best_fpr), "fpr": float(v.best_fpr),
+                 "threshold": float(v.best_threshold),
                  "tpr": float(v.best_tpr)})
     return pd.DataFrame(rows)
 
@@ -528,14 +535,14 @@ def attention_spread_frame(inf: Inference, dataset: str, root: str | Path, *, sp
                                      [s.path for s in samples], saliency.SPREAD_MASS]).encode()).hexdigest()[:32]
     cached = None if cache_dir is None else Path(cache_dir) / f"spread-{key}.csv"
     if cached is not None and cached.is_file():
-        frame = pd.read_csv(cached, dtype={"path": object})
+        frame = pd.read_csv(cached, dtype={"path": object}, encoding_errors="surrogateescape")
         if list(frame.columns) == list(saliency.SPREAD_COLUMNS):
             frame.attrs["from_cache"] = True
             return frame
     frame = saliency.split_attention_spread(inf, samples, progress=progress)
     if cached is not None:
         cached.parent.mkdir(parents=True, exist_ok=True)
-        rundir.atomic_write_bytes(cached, frame.to_csv(index=False).encode("utf-8"))
+        rundir.atomic_write_bytes(cached, frame.to_csv(index=False).encode("utf-8", "surrogateescape"))
     frame.attrs["from_cache"] = False
     return frame
 

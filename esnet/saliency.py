@@ -484,7 +484,10 @@ def split_attention_spread(inf: Inference, samples: Sequence[Sample], *, batch_s
             progress(min(start + batch_size, n), n)
     if not rows:
         raise ValueError(f"none of the {n} images could be read")
-    return pd.DataFrame(rows, columns=list(SPREAD_COLUMNS)).astype({"path": object})
+    # path as plain str objects from the start: pandas would store an Arrow string column, which
+    # cannot hold the surrogate escapes of a file name that is not UTF-8.
+    return pd.DataFrame({c: pd.Series([r[c] for r in rows], dtype=object) if c == "path" else [r[c] for r in rows]
+                         for c in SPREAD_COLUMNS})
 
 
 def compare_spread(a: np.ndarray, b: np.ndarray, *, n_boot: int = 2000, seed: int = 0) -> dict[str, float]:

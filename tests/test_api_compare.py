@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import numpy as np
@@ -121,3 +122,14 @@ def test_compare_attention_bad_input() -> None:
         api.compare_attention(a, a, "area")
     with pytest.raises(ValueError, match="at least 2"):
         api.compare_attention(a, _spread(["p0", "x"], [0.3, 0.3], [0.3, 0.3]))  # one image in common
+
+
+def test_attention_spread_frame_keeps_a_file_name_that_is_not_utf8(tmp_path: Path) -> None:
+    root = make_noisy_market(tmp_path / os.fsdecode(b"caf\xe9"))  # a Latin-1 byte in the root's name
+    inf = api.load_inference(random_checkpoint(tmp_path / "m.pt", seed=0))
+    first = api.attention_spread_frame(inf, "market1501", root, cache_dir=tmp_path / "cache")
+    again = api.attention_spread_frame(inf, "market1501", root, cache_dir=tmp_path / "cache")
+    assert not first.attrs["from_cache"] and again.attrs["from_cache"]
+    assert len(first) > 0 and all("\udce9" in p for p in first["path"])  # the undecodable byte, kept
+    assert list(again["path"]) == list(first["path"])
+    np.testing.assert_allclose(again["coverage"], first["coverage"], rtol=1e-12)
