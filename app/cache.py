@@ -202,8 +202,8 @@ def gallery_center(path: str | Path, dataset: str, root: Path) -> np.ndarray:
 
 def report_center(rep: api.EvalReport) -> np.ndarray:
     """``api.embedding_center`` of a report's gallery embeddings, computed once per model, data and feature."""
-    return _center(("report", rep.checkpoint_sha, rep.dataset, rep.root, rep.test_feature, rep.flip),
-                   rep.gallery.features)
+    return _center(("report", rep.checkpoint_sha, rep.dataset, rep.root, _mtime(Path(rep.root)), rep.test_feature,
+                    rep.flip, len(rep.gallery.paths)), rep.gallery.features)
 
 
 UMAP_WARM_UP_S = 40.0

@@ -91,9 +91,10 @@ def test_operating_points_are_read_off_the_roc(demo_env) -> None:
     assert list(points["point"]) == ["FPR 0.1%", "FPR 1%", "FPR 10%", "max TPR - FPR"]
     v = rep.verification
     for f in (0.001, 0.01, 0.1):  # each threshold accepts at most that share of different-person pairs
-        row = points.loc[points["fpr"] == f].iloc[0]
+        row = points.loc[points["target_fpr"] == f].iloc[0]
         i = int(np.searchsorted(v.thresholds, row["threshold"], side="right")) - 1
         assert v.fpr[i] <= f and row["tpr"] == v.tpr[i]
+        assert row["fpr"] == v.fpr[i]  # the FPR reached at that threshold, not the target
     assert points["threshold"].iloc[:3].is_monotonic_increasing
 
 
