@@ -24,6 +24,10 @@ mv.ranking_strip(q["path"], f"query  \nAP {q['ap']:.2f}" if q["valid"] else "que
 
 st.subheader("Why do they look alike?")
 scored = ranking.loc[~ranking["ignored"]]
+if scored.empty:
+    st.info(f"Every image in the top {topk} is the query's own identity seen by the query's camera, which the "
+            "protocol ignores: raise Top-k to see a scored match explained.")
+    st.stop()
 pick = st.radio("Explain the match at rank", list(scored["rank"]), horizontal=True, key="rank_pick",
                 format_func=lambda r: f"#{r} {'✓' if scored.set_index('rank').loc[r, 'correct'] else '✗'}")
 hit = scored.set_index("rank").loc[pick]
