@@ -671,7 +671,7 @@ def start_training(
     Raises:
         ValueError: a bad run name (letters, digits, ``-_.`` only; not starting with ``.``; at
             most ``TRAIN_NAME_MAX`` characters), a value the trainer would refuse (the
-            message names it), or the run directory already holds a run.
+            message names it), or the run directory already holds a run or any other file.
         RunDirError: ``runs_dir`` does not exist.
     """
     if not name or name.startswith(".") or not set(name) <= TRAIN_NAME_CHARS:
@@ -692,7 +692,12 @@ def start_training(
     out = runs / name
     if out.exists() and rundir.has_run_files(out):
         raise ValueError(f"{str(out)!r} already holds a run; choose another name")
-    out.mkdir(exist_ok=True)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ValueError(f"{str(out)!r} exists and is not an empty folder; choose another name (nothing was written)")
+    try:
+        out.mkdir(exist_ok=out.is_dir())  # claims a new name: a second start racing for it fails here
+    except FileExistsError:
+        raise ValueError(f"{str(out)!r} was just created by another start; choose another name") from None
     argv = [sys.executable, "-m", "esnet.cli", "train", "--out", str(out), "--dataset", dataset, "--root", str(root),
             "--backbone", backbone, "--pool", pool, "--erasing", erasing, "--epochs", str(epochs), "--size", size,
             "--batch", str(batch), "--device", device, "--eval-every", str(eval_every), "--workers", "0"]

@@ -54,6 +54,17 @@ def test_start_training_refuses_bad_names_and_missing_runs_dir(tmp_path, market)
     assert api.stop_training(tmp_path / "done") == "not running"
 
 
+def test_start_training_refuses_a_folder_holding_other_files_and_writes_nothing(tmp_path, market):
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "holiday.jpg").write_bytes(b"mine")
+    (tmp_path / "notes").write_text("a file, not a folder")
+    for name in ("photos", "notes"):
+        with pytest.raises(ValueError, match="exists and is not an empty folder"):
+            api.start_training(tmp_path, name, dataset="market1501", root=market)
+    assert sorted(p.name for p in (tmp_path / "photos").iterdir()) == ["holiday.jpg"]  # no train.log, no launch.json
+    assert (tmp_path / "notes").read_text() == "a file, not a folder"
+
+
 def _dead_pid() -> int:
     import subprocess
     import sys
