@@ -80,6 +80,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from checkpoints/last.pt (only epochs, device, "
                         "amp, eval-every, max-iters and workers may change)")
+    p.add_argument("--allow-code-change", dest="allow_code_change", action="store_true",
+                   help="with --resume: continue although esnet's source differs from the code that saved "
+                        "the checkpoint (the continued epochs then differ from an uninterrupted run's)")
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -282,6 +285,8 @@ def run_from_args(args: argparse.Namespace, command: str | None = None) -> int:
 
         updates = overrides_from_args(args)
         scaled = False
+        if args.allow_code_change and not args.resume:
+            raise ValueError("--allow-code-change applies to --resume only")
         if args.resume:
             if args.config:
                 raise ValueError("--config cannot be used with --resume: the run's own config.json is used")
@@ -305,7 +310,7 @@ def run_from_args(args: argparse.Namespace, command: str | None = None) -> int:
         try:
             result = train_run(cfg, args.out, resume=args.resume, resume_updates=updates if args.resume else None,
                                command=command, callbacks=console, device=device, rank=rank,
-                               world_size=world_size)
+                               world_size=world_size, allow_code_change=args.allow_code_change)
         finally:
             if world_size > 1 and torch.distributed.is_initialized():
                 torch.distributed.destroy_process_group()

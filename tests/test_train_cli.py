@@ -53,6 +53,7 @@ def test_train_runs_prints_summary_and_resumes(market: Path, tmp_path: Path, cap
     (["--set", "nokey"], "error: --set expects KEY=VALUE"),
     (["--size", "32by16"], "error: --size must be HxW in pixels, e.g. 256x128, got '32by16'"),
     (["--batch", "7"], "error: data.batch_size must be a multiple of data.num_instances (2)"),
+    (["--allow-code-change"], "error: --allow-code-change applies to --resume only"),
 ])
 def test_bad_values_exit_2_with_one_line(market: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
                                          args: list[str], message: str) -> None:

@@ -292,7 +292,8 @@ def test_resume_is_exact(market: Path, tmp_path: Path) -> None:
     meta = rundir.read_meta(split)
     assert len(meta["resumed_at"]) == 1  # what changed on resume is kept beside the first command
     assert meta["resumes"] == [{"at": meta["resumed_at"][0], "from_epoch": 1, "command": "",
-                                "changed": {"optim.epochs": 2}}]
+                                "changed": {"optim.epochs": 2},
+                                "code_package": str(Path(esnet.__file__).resolve().parent), "code_changed": []}]
     for epoch in (0, 1, 2):
         np.testing.assert_array_equal(rundir.read_probe_epoch(straight, epoch)[0],
                                       rundir.read_probe_epoch(split, epoch)[0])
@@ -324,6 +325,39 @@ def test_resume_of_a_run_from_before_softplus_p_is_refused(finished_run: tuple[P
                                           r"\.pool\.p"):
         train_run(rundir.read_config(out), out, resume=True, resume_updates={"optim.epochs": 3})
     assert rundir.read_status(out).state == "finished"
+
+
+def test_resume_under_other_esnet_code_is_refused_unless_allowed(finished_run: tuple[Path, object],
+                                                                  tmp_path: Path) -> None:
+    # The checkpoint restores weights, optimizer and schedule, not the arithmetic: a Market ES-Net run
+    # resumed after epoch 22 by a process that imported a newer esnet (train-mode CAM) drifted from
+    # epoch 23 on. Every checkpoint records the hashes of the esnet source that trained it.
+    import shutil
+
+    out = tmp_path / "other-code"
+    shutil.copytree(finished_run[0], out)
+    last = out / "checkpoints" / "last.pt"
+    code = load_checkpoint(last).extra["code"]
+    assert code["package"] == str(Path(esnet.__file__).resolve().parent)
+    assert {"model/esnet.py", "model/erasing.py", "engine/trainer.py", "losses.py"} <= set(code["files"])
+    raw = torch.load(last, weights_only=True)
+    raw["extra"]["code"]["files"]["model/esnet.py"] = "0" * 64  # saved by a process with another model/esnet.py
+    torch.save(raw, last)
+    cfg = rundir.read_config(out)
+    with pytest.raises(RunDirError, match=r"cannot resume exactly: esnet's source differs from the code that saved "
+                                          r".*last.pt' \(epoch 2\) in esnet/model/esnet\.py, so the epochs after"):
+        train_run(cfg, out, resume=True, resume_updates={"optim.epochs": 3})
+    assert rundir.read_status(out).state == "finished" and [r["epoch"] for r in rundir.read_metrics(out)] == [1, 2]
+
+    train_run(cfg, out, resume=True, resume_updates={"optim.epochs": 3}, allow_code_change=True)
+    assert rundir.read_meta(out)["resumes"][-1]["code_changed"] == ["model/esnet.py"]
+    assert load_checkpoint(last).extra["code"]["files"]["model/esnet.py"] == code["files"]["model/esnet.py"]
+
+    raw = torch.load(last, weights_only=True)
+    raw["extra"]["code"]["files"] = {"../../etc/passwd.py": "0" * 64}  # never read outside the package
+    torch.save(raw, last)
+    with pytest.raises(RunDirError, match=r"the code record lists '\.\./\.\./etc/passwd\.py'"):
+        train_run(cfg, out, resume=True, resume_updates={"optim.epochs": 4})
 
 
 def test_resume_on_another_rank_leaves_the_writers_temporary_files(finished_run: tuple[Path, object],

@@ -303,11 +303,15 @@ class RunDirCallback(Callback):
         num_classes: classifier size, saved in checkpoints.
         start_epoch, total_epochs: for status.json, also when training fails before
             ``on_train_start`` reached this callback.
+        code: the training process's :func:`esnet.engine.code.code_identity`, saved in every
+            checkpoint as ``extra["code"]`` (what ``--resume`` compares); None saves none.
     """
 
-    def __init__(self, run_dir: str | Path, *, num_classes: int, start_epoch: int, total_epochs: int) -> None:
+    def __init__(self, run_dir: str | Path, *, num_classes: int, start_epoch: int, total_epochs: int,
+                 code: dict[str, Any] | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.num_classes = num_classes
+        self.code = code
         self.total_epochs = total_epochs
         self.state: TrainState | None = None
         self.epoch = start_epoch
@@ -329,6 +333,8 @@ class RunDirCallback(Callback):
         assert st is not None
         rundir.append_metrics(self.run_dir, record)
         extra = {"scaler": st.scaler.state_dict(), "record": record}
+        if self.code is not None:
+            extra["code"] = self.code
         kwargs = dict(model=st.model, optimizer=st.optimizer, scheduler=st.scheduler, epoch=epoch,
                       config=st.cfg, num_classes=self.num_classes, extra=extra)
         m_ap = record.get("eval", {}).get("mAP")

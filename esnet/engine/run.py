@@ -24,6 +24,7 @@ from esnet.data.loader import build_test_loader, build_train_loader, relabel
 from esnet.data.types import ReidData
 from esnet.engine import rundir
 from esnet.engine.callbacks import Callback, EvalCallback, ProbeCallback, RunDirCallback
+from esnet.engine.code import code_changes, code_identity, stored_files
 from esnet.engine.trainer import build_optimizer, build_scheduler, fit, resolve_device
 from esnet.model import build_model
 
@@ -106,7 +107,7 @@ def _check_fresh(run_dir: Path) -> None:
 
 
 def _meta(cfg: Config, data: ReidData, num_classes: int, device: torch.device, command: str,
-          world_size: int) -> dict[str, Any]:
+          world_size: int, code_package: str) -> dict[str, Any]:
     dev = str(device)
     if device.type == "cuda":
         dev += f" ({torch.cuda.get_device_name(device)})"
@@ -119,6 +120,7 @@ def _meta(cfg: Config, data: ReidData, num_classes: int, device: torch.device, c
         "num_query_images": len(data.query),
         "num_gallery_images": len(data.gallery),
         "esnet_version": esnet.__version__,
+        "code_package": code_package,
         "command": command,
         "started_at": rundir.now_iso(),
         "device": dev,
@@ -130,8 +132,10 @@ def _meta(cfg: Config, data: ReidData, num_classes: int, device: torch.device, c
 
 
 def build_callbacks(cfg: Config, run_dir: Path, data: ReidData, num_classes: int, *,
-                    start_epoch: int = 0) -> list[Callback]:
+                    start_epoch: int = 0, code: dict[str, Any] | None = None) -> list[Callback]:
     """Eval (if ``train.eval_every``) -> probes (if ``train.probe_count``) -> run-dir writer.
+
+    ``code`` (:func:`esnet.engine.code.code_identity`) is stored in every checkpoint.
 
     Raises:
         ValueError: evaluation asked for but the dataset has no query or gallery images.
@@ -156,7 +160,7 @@ def build_callbacks(cfg: Config, run_dir: Path, data: ReidData, num_classes: int
     if cfg.train.probe_count > 0:
         callbacks.append(ProbeCallback(run_dir, data.train, relabel(data.train), data.root))
     callbacks.append(RunDirCallback(run_dir, num_classes=num_classes, start_epoch=start_epoch,
-                                    total_epochs=cfg.optim.epochs))
+                                    total_epochs=cfg.optim.epochs, code=code))
     return callbacks
 
 
@@ -253,13 +257,15 @@ def _build_optimiser(model: torch.nn.Module, cfg: Config, ckpt: Checkpoint | Non
 
 
 def _write_header(out: Path, cfg: Config, data: ReidData, num_classes: int, dev: torch.device, *, command: str,
-                  world_size: int, resumed_from: tuple[Config, int] | None) -> None:
+                  world_size: int, resumed_from: tuple[Config, int] | None, code_package: str,
+                  code_changed: list[str] | None = None) -> None:
     """config.json and meta.json of a fresh run; on resume (``resumed_from`` = (stored config,
-    first epoch)) the updated config, the resume appended to meta.json, and metrics.jsonl cut
-    back to the checkpoint's epoch."""
+    first epoch)) the updated config, the resume appended to meta.json (with the esnet source
+    files changed since the checkpoint, None when it predates code records), and metrics.jsonl
+    cut back to the checkpoint's epoch."""
     if resumed_from is None:
         rundir.write_config(out, cfg)
-        rundir.write_meta(out, _meta(cfg, data, num_classes, dev, command, world_size))
+        rundir.write_meta(out, _meta(cfg, data, num_classes, dev, command, world_size, code_package))
         return
     stored, start_epoch = resumed_from
     if (out / rundir.CONFIG_FILE).read_text(encoding="utf-8") != dumps(cfg):
@@ -268,9 +274,41 @@ def _write_header(out: Path, cfg: Config, data: ReidData, num_classes: int, dev:
     at = rundir.now_iso()
     meta["resumed_at"] = [*meta.get("resumed_at", []), at]
     meta["resumes"] = [*meta.get("resumes", []), {"at": at, "from_epoch": start_epoch, "command": command,
-                                                  "changed": _changes(stored, cfg)}]
+                                                  "changed": _changes(stored, cfg), "code_package": code_package,
+                                                  "code_changed": code_changed}]
     rundir.write_meta(out, meta)
     rundir.truncate_metrics(out, start_epoch)
+
+
+def _check_code(out: Path, ckpt: Checkpoint | None, allow_code_change: bool) -> tuple[dict[str, Any], list[str] | None]:
+    """(this process's code identity, the esnet source files changed since the checkpoint was saved).
+
+    The files are None for a fresh run and for a checkpoint saved before code records.
+
+    Raises:
+        RunDirError: on resume, a malformed code record, or changed files without ``allow_code_change``.
+    """
+    if ckpt is None or "code" not in ckpt.extra:
+        return code_identity(), None
+    last_pt = rundir.checkpoint_path(out, "last")
+    try:
+        stored = stored_files(ckpt.extra["code"])
+    except ValueError as e:
+        raise rundir.RunDirError(f"cannot resume: {str(last_pt)!r}: {e}") from None
+    code = code_identity(stored)
+    changed = code_changes(stored, code)
+    if changed and not allow_code_change:
+        shown = ", ".join(f"esnet/{rel}" for rel in changed[:6])
+        if len(changed) > 6:
+            shown += f" and {len(changed) - 6} more"
+        was = ckpt.extra["code"].get("package")
+        raise rundir.RunDirError(
+            f"cannot resume exactly: esnet's source differs from the code that saved {str(last_pt)!r} "
+            f"(epoch {ckpt.epoch}) in {shown}, so the epochs after it would not equal an uninterrupted run's. "
+            f"Resume with the code the run was started with (it ran from {was!r}, this is {code['package']!r}), "
+            "or pass --allow-code-change to continue with this code (recorded in meta.json)"
+        )
+    return code, changed
 
 
 def _distributed(model: torch.nn.Module, dev: torch.device, world_size: int) -> torch.nn.Module:
@@ -291,6 +329,7 @@ def train_run(
     device: torch.device | None = None,
     rank: int = 0,
     world_size: int = 1,
+    allow_code_change: bool = False,
 ) -> RunResult:
     """Train (or continue) one run into ``run_dir``.
 
@@ -311,11 +350,15 @@ def train_run(
         callbacks: extra callbacks (progress display), run after the built-in ones.
         device: overrides ``train.device`` (DDP passes ``cuda:<local_rank>``).
         rank, world_size: distributed position; the model is wrapped in DDP when > 1.
+        allow_code_change: resume even though esnet's source files differ from those of the
+            process that saved the checkpoint (every checkpoint records their hashes); the
+            changed files go to meta.json.
     Returns:
         RunResult.
     Raises:
-        RunDirError: the directory is locked, already holds a run (fresh), or has no
-            checkpoint (resume).
+        RunDirError: the directory is locked, already holds a run (fresh), has no
+            checkpoint (resume), or esnet's source changed since the checkpoint (resume
+            without ``allow_code_change``).
         ValueError, DatasetError, CheckpointError: bad config, dataset or checkpoint.
         FloatingPointError: NaN/inf loss.
     """
@@ -339,11 +382,14 @@ def train_run(
         data, loader, num_classes = _build_data(cfg, rank, world_size)
         model, start_epoch, scaler_state = _build_model(cfg, num_classes, ckpt, dev)
         optimizer, scheduler = _build_optimiser(model, cfg, ckpt)
+        code, code_changed = _check_code(out, ckpt, allow_code_change)  # the training code is imported by now
         own: list[Callback] = []
         if writer:
-            own = build_callbacks(cfg, out, data, num_classes, start_epoch=start_epoch)  # may refuse: before writing
+            own = build_callbacks(cfg, out, data, num_classes, start_epoch=start_epoch,
+                                  code=code)  # may refuse: before writing
             _write_header(out, cfg, data, num_classes, dev, command=command, world_size=world_size,
-                          resumed_from=None if ckpt is None else (stored, start_epoch))
+                          resumed_from=None if ckpt is None else (stored, start_epoch),
+                          code_package=code["package"], code_changed=code_changed)
         started = True
         last = _LastRecord()
         fit(_distributed(model, dev, world_size), loader, optimizer, scheduler, cfg, [*own, *callbacks, last],
