@@ -161,7 +161,7 @@ def ordered_queries(per_query: pd.DataFrame, order: str) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
-def query_label(row: pd.Series) -> str:
+def query_label(row: pd.Series | dict) -> str:
     """``#12 · id 34 · cam 2 · AP 0.41 · first hit 3`` for the query picker (camera as in the file
     name, first hit a 1-based rank, both as ``per_query`` holds them)."""
     if not bool(row["valid"]):
@@ -184,8 +184,9 @@ def query_picker(queries: pd.DataFrame, order: str, *, rerank: bool) -> pd.Serie
     if key not in st.session_state and carried is not None and carried[0] == order:
         hit = queries.index[queries["query"] == carried[1]]
         index = int(hit[0]) if len(hit) else 0
+    labels = [query_label(row) for row in queries.to_dict("records")]  # once, not per option per rerun via .iloc
     pos = st.selectbox(f"Query ({len(queries)})", range(len(queries)), index=index, key=key,
-                       format_func=lambda i: query_label(queries.iloc[i]))
+                       format_func=labels.__getitem__)
     row = queries.iloc[pos]
     st.session_state["rank_query_pick"] = (order, int(row["query"]))
     return row

@@ -244,6 +244,21 @@ def evaluate_dataset(inf: Inference, dataset: str, root: str, *, camera_regex: s
     return evaluate_inference(inf, load_dataset(dataset, str(root), **extra), **kwargs)
 
 
+def _cosine_row(q: np.ndarray, gallery: np.ndarray) -> np.ndarray:
+    """(G,) float32 cosine distances of one (D,) query to (G, D) gallery rows, read in place.
+
+    ``pairwise_distance`` copies a read-only (memory-mapped, cached) gallery and checks it for
+    NaN on every call: 0.7 s per query for Market's 15,913 x 2,560 gallery, against ~40 ms here.
+    Same values up to float32 rounding.
+    """
+    g = np.asarray(gallery)
+    norms = np.sqrt(np.einsum("ij,ij->i", g, g, dtype=np.float64)).astype(np.float32)  # (G,)
+    qn = float(np.linalg.norm(q))
+    if qn == 0 or not np.isfinite(qn) or (norms == 0).any() or not np.isfinite(norms).all():
+        raise ValueError("query and gallery features must be finite with non-zero norm for cosine distance")
+    return (1.0 - (g @ q) / (norms * qn)).astype(np.float32)
+
+
 def query_ranking(report: EvalReport, query_row: int, topk: int = 10) -> pd.DataFrame:
     """One query's ranked gallery, as scored (re-ranked distances when the report is).
 
@@ -268,8 +283,7 @@ def query_ranking(report: EvalReport, query_row: int, topk: int = 10) -> pd.Data
     if report.reranked_distmat is not None:
         d = np.asarray(report.reranked_distmat[query_row], dtype=np.float32)  # (G,)
     else:
-        d = pairwise_distance(np.asarray(report.query.features[query_row:query_row + 1]),
-                              np.asarray(g.features))[0]  # (G,)
+        d = _cosine_row(np.asarray(report.query.features[query_row], dtype=np.float32), g.features)  # (G,)
     order = np.argsort(d, kind="stable")
     qpid, qcam = int(report.query.pids[query_row]), int(report.query.camids[query_row])
     ignored = (g.pids == -1) | ((g.pids == qpid) & (g.camids == qcam))  # (G,)

@@ -63,6 +63,17 @@ def test_query_ranking_agrees_with_the_first_hit(report) -> None:
         assert ((ignored["pid"] == row.pid) & (ignored["camid"] == row.camid) | (ignored["pid"] == -1)).all()
 
 
+def test_query_ranking_distances_are_the_evaluations_cosine_distances(report) -> None:
+    from esnet.metrics.distance import pairwise_distance
+
+    for rep in (report, api.feature_view(report, "global")):  # a branch view slices the rows: not unit length
+        full = pairwise_distance(np.asarray(rep.query.features), np.asarray(rep.gallery.features))  # (Q, G)
+        for q in (0, 7, rep.num_query - 1):
+            ranking = api.query_ranking(rep, q, topk=15)
+            np.testing.assert_allclose(ranking["distance"], full[q, ranking["index"]], atol=2e-6)
+            assert list(ranking["index"]) == list(np.argsort(full[q], kind="stable")[:len(ranking)])
+
+
 def test_search_finds_the_right_identity_first_and_sorted(inf, demo_root, cache, report) -> None:
     gallery = api.load_gallery(inf, dataset="demo", root=demo_root, cache_dir=cache)
     assert gallery.embeddings.from_cache  # the evaluation above embedded it already
