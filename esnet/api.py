@@ -365,9 +365,8 @@ def pair_saliency(inf: Inference, query: Image.Image, match: Image.Image,
     the average image (see ``saliency.similarity_saliency``); None = the plain cosine.
     """
     q, m = _batch(inf, query), _batch(inf, match)
-    c = None if center is None else np.asarray(center, dtype=np.float32)
     with inf.lock:
-        return saliency.similarity_saliency(inf.model, q, m, c)
+        return saliency.similarity_saliency(inf.model, q, m, center)
 
 
 def erasing_replay(inf: Inference, image: Image.Image) -> ErasingView:
@@ -474,11 +473,7 @@ def operating_points(report: EvalReport) -> pd.DataFrame:
         ``OPERATING_FPRS``, then Youden's J point (target_fpr = fpr = its FPR).
     """
     v = report.verification
-
-    def reached(f: float) -> float:  # the ROC point roc.verification_roc picked for target f
-        return float(v.fpr[int(np.searchsorted(v.fpr, f, side="right")) - 1])
-
-    rows = [{"point": f"FPR {100 * f:g}%", "target_fpr": f, "fpr": reached(f), "threshold": float(v.threshold_at_fpr[f]),
+    rows = [{"point": f"FPR {100 * f:g}%", "target_fpr": f, "fpr": v.fpr_at_fpr[f], "threshold": float(v.threshold_at_fpr[f]),
              "tpr": float(v.tpr_at_fpr[f])} for f in OPERATING_FPRS if f in v.threshold_at_fpr]
     rows.append({"point": "max TPR - FPR", "target_fpr": float(v.best_fpr), "fpr": float(v.best_fpr),
                  "threshold": float(v.best_threshold),

@@ -22,6 +22,7 @@ class VerificationResult:
         auc: area under the ROC curve.
         tpr_at_fpr: target FPR -> the highest TPR among ROC points with fpr <= target.
         threshold_at_fpr: target FPR -> the distance threshold of that point.
+        fpr_at_fpr: target FPR -> the FPR that point actually reaches (<= the target).
         best_threshold, best_tpr, best_fpr: the point maximising Youden's J = tpr - fpr.
         num_positive_pairs, num_negative_pairs: pairs scored (after subsampling).
         subsampled: whether pairs were subsampled to the bound.
@@ -33,6 +34,7 @@ class VerificationResult:
     auc: float
     tpr_at_fpr: dict[float, float]
     threshold_at_fpr: dict[float, float]
+    fpr_at_fpr: dict[float, float]
     best_threshold: float
     best_tpr: float
     best_fpr: float
@@ -127,11 +129,12 @@ def verification_roc(
         raise ValueError("subsampling left a single class; raise max_pairs")
     fpr, tpr, thr = roc_curve(y, score)
     thresholds = -thr.astype(np.float64)
-    tpr_at, thr_at = {}, {}
+    tpr_at, thr_at, fpr_at = {}, {}, {}
     for t in targets:
         i = int(np.searchsorted(fpr, t, side="right")) - 1  # last point with fpr <= t
         tpr_at[t] = float(tpr[i])
         thr_at[t] = float(thresholds[i])
+        fpr_at[t] = float(fpr[i])
     best = int(np.argmax(tpr - fpr))
     fpr, tpr = fpr.astype(np.float64), tpr.astype(np.float64)
     _freeze(fpr, tpr, thresholds)
@@ -142,6 +145,7 @@ def verification_roc(
         auc=float(area_under(fpr, tpr)),
         tpr_at_fpr=tpr_at,
         threshold_at_fpr=thr_at,
+        fpr_at_fpr=fpr_at,
         best_threshold=float(thresholds[best]),
         best_tpr=float(tpr[best]),
         best_fpr=float(fpr[best]),
