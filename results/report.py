@@ -53,11 +53,15 @@ ROWS = {  # run directory name -> what the row tests
     "j_baseline_seed1": "(j) baseline, seed 1",
     "k_baseline_e40": "(k) baseline, 40 epochs (decays at 28 and 36)",
     "l_esnet_avg_e40": "(l) ES-Net, avg pooling, 40 epochs (decays at 28 and 36)",
+    "m_esnet_p": "(m) ES-Net, learned P-pooling (p at 10x the lr)",
+    "n_esnet_p_seed1": "(n) ES-Net, learned P-pooling (p at 10x the lr), seed 1",
+    "o_random_p": "(o) random-block erasing, learned P-pooling (p at 10x the lr)",
+    "p_esnet_avg_batchcam": "(p) ES-Net, avg pooling, CAM on the batch's BNNeck statistics",
 }
 
 BASELINE = "a_baseline"
 SEED_PAIRS = (("a_baseline", "j_baseline_seed1"), ("b_esnet_p", "f_esnet_p_seed1"),
-              ("c_esnet_avg", "g_esnet_avg_seed1"))
+              ("c_esnet_avg", "g_esnet_avg_seed1"), ("m_esnet_p", "n_esnet_p_seed1"))
 """Runs whose difference is the seed noise (each pair: the same command with seeds 0 and 1). When the
 baseline's own pair is present, the other pairs' means are compared with the baseline's mean."""
 REPEAT = ("a_baseline", "a_baseline_repeat")
@@ -167,6 +171,15 @@ def _records(run: Path) -> list[dict]:
     return rows
 
 
+def _p_curve(records: list[dict], config: dict) -> dict[str, list[tuple[int, float]]]:
+    """Learned p per branch over epochs, starting at (0, model.p_init); {} for a run without P-pooling."""
+    curves: dict[str, list[tuple[int, float]]] = {}
+    for r in records:
+        for branch, value in (r.get("p") or {}).items():
+            curves.setdefault(branch, [(0, float(config["model"].get("p_init", value)))]).append((r["epoch"], value))
+    return curves
+
+
 def _row(run: Path) -> dict:
     records = _records(run)
     evals = [r for r in records if "eval" in r]
@@ -183,6 +196,7 @@ def _row(run: Path) -> dict:
         "command": meta["command"],
         "map_curve": [(r["epoch"], r["eval"]["mAP"]) for r in evals],
         "cmc": final.get("cmc", evals[-1]["eval"].get("cmc", []))[:20],
+        "p_curve": _p_curve(records, config),
         "num_query": final.get("num_query"), "num_gallery": final.get("num_gallery"),
         "num_train_images": meta.get("num_train_images"),
         "test_feature": config["model"]["test_feature"],
@@ -254,7 +268,27 @@ def _plots(rows: list[dict], out: Path) -> list[str]:
         fig.tight_layout()
         fig.savefig(out / name)
         plt.close(fig)
-    return [c[0] for c in charts]
+    names = [c[0] for c in charts]
+    learned = [r for r in rows if r["p_curve"]]
+    if learned:
+        fig, ax = plt.subplots(figsize=(7.6, 3.8), dpi=110)
+        for r in learned:
+            c, ls = style[r["name"]]
+            for branch, marker in (("global", "o"), ("erase", "s")):
+                if branch in r["p_curve"]:
+                    epochs, values = zip(*r["p_curve"][branch])
+                    ax.plot(epochs, values, marker=marker, markersize=3, color=c, linestyle=ls,
+                            label=f"{r['name']} {branch}")
+        ax.set(xlabel="epoch (0 = p_init)", ylabel="p", title="Learned P-pooling exponent per branch "
+               "(1 = average, larger = closer to max)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        fig.tight_layout()
+        fig.savefig(out / "p_over_epochs.png")
+        plt.close(fig)
+        names.append("p_over_epochs.png")
+    return names
 
 
 def _pilot_table(pilots: Path) -> str:

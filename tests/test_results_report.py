@@ -210,3 +210,22 @@ def test_the_longer_pair_gets_the_esnet_gain_and_what_the_longer_schedule_gave(r
 def test_no_longer_line_until_both_longer_runs_are_collected(report, tmp_path) -> None:
     table = _render_demo_runs_as(report, tmp_path, (("baseline-avg", "a_baseline"), ("esnet-p", "k_baseline_e40")))
     assert "Longer schedule" not in table
+
+
+def test_learned_p_gets_a_curve_per_branch_from_p_init_and_a_plot(report, tmp_path) -> None:
+    _render_demo_runs_as(report, tmp_path, (("baseline-avg", "a_baseline"), ("esnet-p", "m_esnet_p")))
+    records = [json.loads(x) for x in (DEMO_RUNS / "esnet-p" / "metrics.jsonl").read_text().splitlines()]
+    p_init = json.loads((DEMO_RUNS / "esnet-p" / "config.json").read_text())["model"]["p_init"]
+    row = report._row(tmp_path / "results" / "m_esnet_p")
+    assert sorted(row["p_curve"]) == sorted(records[-1]["p"])
+    for branch, curve in row["p_curve"].items():
+        assert curve[0] == (0, p_init)
+        assert curve[1:] == [(r["epoch"], r["p"][branch]) for r in records]
+    assert report._row(tmp_path / "results" / "a_baseline")["p_curve"] == {}
+    assert (tmp_path / "results" / "p_over_epochs.png").stat().st_size > 1000
+    assert "![p_over_epochs.png](results/market1501/p_over_epochs.png)" in (tmp_path / "README.md").read_text()
+
+
+def test_no_p_plot_without_a_learned_p_run(report, tmp_path) -> None:
+    _render_demo_runs_as(report, tmp_path, (("baseline-avg", "a_baseline"),))
+    assert not (tmp_path / "results" / "p_over_epochs.png").exists()
