@@ -69,6 +69,17 @@ def metrics_frame(run_dir: Path) -> pd.DataFrame:
     return _metrics(str(run_dir), _stat_key(Path(run_dir) / "metrics.jsonl"))
 
 
+@st.cache_data(show_spinner=False, max_entries=32, ttl=10)
+def _code_changes(run_dir: str, stat_key: tuple[int, int]) -> list[str]:
+    return api.resume_code_changes(run_dir)
+
+
+def resume_code_changes(run_dir: Path) -> list[str]:
+    """``api.resume_code_changes``: re-read when checkpoints/last.pt changes, and at most 10 s old (the
+    source files it compares with can change while the dashboard runs)."""
+    return _code_changes(str(run_dir), _stat_key(Path(run_dir) / "checkpoints" / "last.pt"))
+
+
 @st.cache_data(show_spinner="Reading the checkpoint's P-pooling exponents ...", max_entries=32)
 def _final_p(run_dir: str, mtimes: tuple[float, ...]) -> pd.DataFrame:
     return api.final_p_channels(run_dir)

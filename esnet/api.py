@@ -713,9 +713,12 @@ def _launch(out: Path, argv: list[str]) -> TrainingJob:
     return TrainingJob(pid=proc.pid, run_dir=str(out), log=str(log), command=tuple(argv))
 
 
-def resume_training(run_dir: str | Path) -> TrainingJob:
+def resume_training(run_dir: str | Path, *, allow_code_change: bool = False) -> TrainingJob:
     """Continue a stopped or failed run (``esnet train --out run_dir --resume``) as its own process.
 
+    Args:
+        allow_code_change: pass ``--allow-code-change``: continue even where esnet's source differs
+            from the code that saved the checkpoint (see :func:`resume_code_changes`; meta.json records it).
     Raises:
         ValueError: the run is starting, running or finished, or has no checkpoint to resume from.
         RunDirError: the run directory does not exist.
@@ -726,7 +729,32 @@ def resume_training(run_dir: str | Path) -> TrainingJob:
         raise ValueError(f"run {out.name!r} is {status.state}; only a stopped or failed run can be resumed")
     if not rundir.checkpoint_path(out, "last").is_file():
         raise ValueError(f"run {out.name!r} has no checkpoints/last.pt (no epoch finished): start a new run instead")
-    return _launch(out, [sys.executable, "-m", "esnet.cli", "train", "--out", str(out), "--resume"])
+    argv = [sys.executable, "-m", "esnet.cli", "train", "--out", str(out), "--resume"]
+    return _launch(out, argv + ["--allow-code-change"] if allow_code_change else argv)
+
+
+def resume_code_changes(run_dir: str | Path) -> list[str]:
+    """The esnet source files (``esnet/...``, sorted) that differ from the code that saved the run's
+    checkpoints/last.pt: a resume refuses them unless ``allow_code_change``. [] when the code is the
+    same, when the checkpoint predates code records (such a resume is not checked) and when there is no
+    checkpoints/last.pt (nothing to resume: :func:`resume_training` says so).
+
+    Raises:
+        CheckpointError: an unreadable checkpoints/last.pt, or a malformed code record in it.
+    """
+    from esnet.checkpoint import load_checkpoint
+    from esnet.engine.code import changed_since
+
+    last = rundir.checkpoint_path(Path(run_dir), "last")
+    if not last.is_file():
+        return []
+    ckpt = load_checkpoint(last)
+    if "code" not in ckpt.extra:
+        return []
+    try:
+        return [f"esnet/{rel}" for rel in changed_since(ckpt.extra["code"])]
+    except ValueError as e:
+        raise CheckpointError(f"{str(last)!r}: {e}") from None
 
 
 def scaled_schedule(epochs: int) -> tuple[int, tuple[int, ...]]:
@@ -871,5 +899,5 @@ def training_choices() -> dict[str, list[str]]:
             "dataset": sorted(DATASETS), "device": ["cpu", "cuda", "auto"]}
 
 
-__all__ += ["confine_path", "default_allowed_roots", "training_choices", "resume_training", "scaled_schedule",
-            "check_training_args", "user_runs_dir"]
+__all__ += ["confine_path", "default_allowed_roots", "training_choices", "resume_training", "resume_code_changes",
+            "scaled_schedule", "check_training_args", "user_runs_dir"]

@@ -126,9 +126,10 @@ def make_run(d: Path, *, pool: str = "p", erasing: str = "salient", epochs: int 
     return d
 
 
-def random_checkpoint(path: Path, *, num_classes: int = 3, overrides: dict | None = None, seed: int = 0) -> Path:
+def random_checkpoint(path: Path, *, num_classes: int = 3, overrides: dict | None = None, seed: int = 0,
+                      extra: dict | None = None) -> Path:
     """A checkpoint of an untrained model (torch seeded with ``seed``): resnet18 at 64x32 unless
-    ``overrides`` (dotted config keys) say otherwise. Returns ``path``."""
+    ``overrides`` (dotted config keys) say otherwise, with ``extra`` as its extra. Returns ``path``."""
     import torch
 
     from esnet.checkpoint import save_checkpoint
@@ -138,7 +139,7 @@ def random_checkpoint(path: Path, *, num_classes: int = 3, overrides: dict | Non
     cfg = override(Config(), {"model.backbone": "resnet18", "data.height": 64, "data.width": 32, **(overrides or {})})
     torch.manual_seed(seed)
     save_checkpoint(path, model=build_model(cfg.model, num_classes), optimizer=None, scheduler=None, epoch=1,
-                    config=cfg, num_classes=num_classes)
+                    config=cfg, num_classes=num_classes, extra=extra)
     return path
 
 

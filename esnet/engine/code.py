@@ -82,3 +82,14 @@ def code_changes(stored: dict[str, str], current: dict[str, Any]) -> list[str]:
     differs from ``stored`` (:func:`stored_files`), sorted."""
     now = current["files"]
     return sorted(rel for rel, digest in stored.items() if now.get(rel) != digest)
+
+
+def changed_since(record: Any) -> list[str]:
+    """The esnet source files (relative paths, sorted) that differ now from a checkpoint's code record
+    (``extra["code"]``): what ``--resume`` would refuse without ``--allow-code-change``.
+
+    Raises:
+        ValueError: a malformed record (see :func:`stored_files`).
+    """
+    stored = stored_files(record)
+    return code_changes(stored, code_identity(stored))

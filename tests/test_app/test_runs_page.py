@@ -243,8 +243,9 @@ def test_resume_button_resumes_a_stopped_run(runs, demo_root, monkeypatch) -> No
     rundir.write_status(runs / "esnet-avg", state="stopped", epoch=2, total_epochs=4, error="stopped by SIGINT")
     resumed = []
 
-    def fake_resume(d):
+    def fake_resume(d, *, allow_code_change=False):
         resumed.append(Path(d).name)
+        assert not allow_code_change  # no checkpoint, so no code to compare: nothing to allow
         return api.TrainingJob(pid=77, run_dir=str(d), log="train.log", command=("esnet",))
 
     monkeypatch.setattr(api, "resume_training", fake_resume)
@@ -255,3 +256,31 @@ def test_resume_button_resumes_a_stopped_run(runs, demo_root, monkeypatch) -> No
     assert not at.exception, at.exception
     assert resumed == ["esnet-avg"] and "Resumed `esnet-avg` (pid 77)" in at.success[0].value
     assert at.sidebar.selectbox(key=state.KEY_RUN).value == "esnet-avg"
+
+
+def test_a_run_trained_with_other_code_resumes_only_once_the_user_allows_it(runs, demo_root, monkeypatch) -> None:
+    from esnet.engine.code import code_identity
+    from tests.synthetic import random_checkpoint
+
+    rundir.write_status(runs / "esnet-avg", state="stopped", epoch=2, total_epochs=4, error="stopped by SIGINT")
+    now = code_identity(["model/esnet.py"])
+    random_checkpoint(runs / "esnet-avg" / "checkpoints" / "last.pt", overrides={"model.backbone": "mobilenet_v2"},
+                      extra={"code": {**now, "files": {**now["files"], "model/esnet.py": "0" * 64}}})
+    resumed = []
+
+    def fake_resume(d, *, allow_code_change=False):
+        resumed.append((Path(d).name, allow_code_change))
+        return api.TrainingJob(pid=78, run_dir=str(d), log="train.log", command=("esnet",))
+
+    monkeypatch.setattr(api, "resume_training", fake_resume)
+    at = open_app(monkeypatch, runs, demo_root)
+    at.selectbox(key="runs.resume_run").set_value("esnet-avg").run()
+    assert not at.exception, at.exception
+    warning = next(w.value for w in at.warning if "trained with other code" in w.value)
+    assert "`esnet/model/esnet.py` changed since its last checkpoint" in warning
+    assert at.button(key="runs.resume").disabled and resumed == []
+    at.checkbox(key="runs.allow_code_change").check().run()
+    assert not at.button(key="runs.resume").disabled
+    at.button(key="runs.resume").click().run()
+    assert not at.exception, at.exception
+    assert resumed == [("esnet-avg", True)] and "Resumed `esnet-avg` (pid 78)" in at.success[0].value
