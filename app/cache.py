@@ -228,7 +228,7 @@ PROJECTION_S_PER_POINT = {"umap": 0.004, "tsne": 0.02, "pca": 0.0002}
 def umap_warm_up() -> float:
     """Pay UMAP's one-off JIT compile once per process, behind a progress bar; returns the seconds it took."""
     return progress.ticking("Preparing UMAP", "compiling its numba kernels (once per server)",
-                            api.warm_up_projection, expected_s=UMAP_WARM_UP_S)
+                            api.warm_up_projection, expected_s=UMAP_WARM_UP_S, key="umap-warm-up")
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -239,7 +239,8 @@ def _projection(path: str, mtimes: tuple[float, ...], dataset: str, root: str, r
     return progress.ticking(f"Projecting {n:,} embeddings to 2-D (once; cached on disk)", method,
                             lambda: api.embedding_projection(report, method=method, seed=seed,
                                                              cache_dir=api.default_cache_dir()),
-                            expected_s=n * PROJECTION_S_PER_POINT.get(method, 0.004))
+                            expected_s=n * PROJECTION_S_PER_POINT.get(method, 0.004),
+                            key=repr(("projection", path, mtimes, dataset, root, root_mtime, method, seed)))
 
 
 def projection(path: str | Path, dataset: str, root: Path, *, method: str, seed: int = 0) -> pd.DataFrame:

@@ -58,25 +58,42 @@ def with_bar(label: str, work: Callable[[Callable[[str, int, int], None]], T]) -
         bar.close()
 
 
-def ticking(label: str, stage: str, work: Callable[[], T], *, expected_s: float) -> T:
+_IN_FLIGHT: dict[str, tuple[threading.Thread, dict[str, object], float]] = {}
+_IN_FLIGHT_LOCK = threading.Lock()
+
+
+def ticking(label: str, stage: str, work: Callable[[], T], *, expected_s: float, key: str | None = None) -> T:
     """Run ``work()`` (which reports no counts, e.g. UMAP or t-SNE) with a bar of elapsed seconds.
 
     The work runs in a helper thread while this (the script) thread redraws the bar twice a
     second: elapsed seconds of an estimate of ``expected_s``, never shown as done before it is.
     Exceptions from ``work`` are raised here.
+
+    A script run that is interrupted (the user moves on) leaves its helper thread working. With a
+    ``key``, a call while work of the same key is still running waits for that work (its bar
+    counting from when it started) instead of starting it a second time on the same cores.
     """
-    box: dict[str, object] = {}
+    with _IN_FLIGHT_LOCK:
+        flight = _IN_FLIGHT.get(key) if key is not None else None
+        if flight is None or not flight[0].is_alive():
+            box: dict[str, object] = {}
 
-    def target() -> None:
-        try:
-            box["value"] = work()
-        except BaseException as e:  # handed to the script thread, which raises it
-            box["error"] = e
+            def target() -> None:
+                try:
+                    box["value"] = work()
+                except BaseException as e:  # handed to the script thread(s), which raise it
+                    box["error"] = e
+                finally:
+                    with _IN_FLIGHT_LOCK:
+                        if key is not None and _IN_FLIGHT.get(key, (None,))[0] is threading.current_thread():
+                            del _IN_FLIGHT[key]
 
-    thread = threading.Thread(target=target, name=f"esnet-{stage}", daemon=True)
+            flight = (threading.Thread(target=target, name=f"esnet-{stage}", daemon=True), box, time.monotonic())
+            if key is not None:
+                _IN_FLIGHT[key] = flight
+            flight[0].start()
+    thread, box, start = flight
     bar = Bar(label)
-    start = time.monotonic()
-    thread.start()
     try:
         while thread.is_alive():
             elapsed = time.monotonic() - start

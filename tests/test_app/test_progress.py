@@ -51,6 +51,33 @@ def test_ticking_returns_the_value_and_raises_the_error():
         progress.ticking("Projecting", "umap", boom, expected_s=0.1)
 
 
+
+def test_ticking_with_a_key_joins_the_work_in_flight_instead_of_starting_it_again():
+    # An interrupted script run leaves its helper thread computing; the rerun must wait for that
+    # work, not start a second copy on the same two cores.
+    import threading
+
+    release, calls, results = threading.Event(), [], []
+
+    def slow():
+        calls.append("slow")
+        release.wait(10)
+        return "projected"
+
+    first = threading.Thread(target=lambda: results.append(
+        progress.ticking("Projecting", "umap", slow, expected_s=0.1, key="k")))
+    first.start()
+    deadline = time.monotonic() + 5
+    while not calls and time.monotonic() < deadline:
+        time.sleep(0.01)
+    threading.Timer(0.3, release.set).start()
+    again = progress.ticking("Projecting", "umap", lambda: calls.append("again") or "twice", expected_s=0.1, key="k")
+    first.join(5)
+    assert calls == ["slow"] and again == "projected" and results == ["projected"]
+    # once done, the same key runs its work anew (e.g. after the cache was cleared); other keys never wait
+    assert progress.ticking("Projecting", "umap", lambda: "fresh", expected_s=0.1, key="k") == "fresh"
+    assert progress._IN_FLIGHT == {}
+
 def _script():
     import streamlit as st
 
