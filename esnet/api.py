@@ -57,7 +57,7 @@ __all__ = [
     "TrainingJob", "block_positions", "cmc_frame", "dataset_overview", "default_cache_dir", "default_dataset_root",
     "default_demo_root", "default_runs_dir", "embed", "embedding_projection", "ensure_demo_data", "erasing_frames",
     "embedding_center", "erasing_replay", "evaluate_checkpoint", "final_p_channels", "image_saliency", "load_gallery", "load_inference", "metrics_frame",
-    "nearest_neighbours", "pair_saliency", "pooling_demo", "printable", "query_ranking", "read_image",
+    "nearest_neighbours", "pair_saliency", "pooling_demo", "printable", "csv_bytes", "query_ranking", "read_image",
     "read_run_config", "run_status", "runs_frame", "search_images", "start_training", "stop_training",
     "warm_up_projection", "TEST_SELECTED", "is_test_selected", "VehicleIDReport", "VEHICLEID_TEST_SIZES",
     "evaluate_vehicleid_checkpoint", "feature_view", "dataset_camera_regex", "run_dataset",
@@ -136,6 +136,12 @@ def printable(text: str) -> str:
     """``text`` safe to display: a file name that is not valid UTF-8 reaches Python with lone
     surrogates (``\\udcff``), which a browser cannot be sent; they become ``\\xff`` escapes."""
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def csv_bytes(frame: pd.DataFrame) -> bytes:
+    """``frame`` as CSV in UTF-8, file names that are not valid UTF-8 written back as their own bytes
+    (``read_csv(..., encoding_errors="surrogateescape")`` reads them back the same)."""
+    return frame.to_csv(index=False).encode("utf-8", "surrogateescape")
 
 
 def load_inference(path: str | Path, device: str = "auto", test_feature: str | None = None,
@@ -537,7 +543,7 @@ def attention_spread_frame(inf: Inference, dataset: str, root: str | Path, *, sp
     frame = saliency.split_attention_spread(inf, samples, progress=progress)
     if cached is not None:
         cached.parent.mkdir(parents=True, exist_ok=True)
-        rundir.atomic_write_bytes(cached, frame.to_csv(index=False).encode("utf-8", "surrogateescape"))
+        rundir.atomic_write_bytes(cached, csv_bytes(frame))
     frame.attrs["from_cache"] = False
     return frame
 

@@ -338,7 +338,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             progress=None if progress is None else (lambda stage, done, total: progress(done, total, stage)),
             camera_regex=args.camera_regex, feature=args.feature)
         if args.per_query:
-            _atomic_write(args.per_query, lambda f: f.write(report.per_query.to_csv(index=False).encode("utf-8", "surrogateescape")))
+            _atomic_write(args.per_query, lambda f: f.write(api.csv_bytes(report.per_query)))
         _skipped_lines(report.skipped)
         if args.json:
             _emit_json(report.to_json() | ({"per_query_csv": str(args.per_query)} if args.per_query else {}))
@@ -376,7 +376,7 @@ def _cmd_spread(args: argparse.Namespace) -> int:
         inf_a, a = measure(args.checkpoint)
         out = {"checkpoint": inf_a.checkpoint, "split": args.split, **summary(a)}
         if args.csv:
-            _atomic_write(args.csv, lambda f: f.write(a.to_csv(index=False).encode("utf-8", "surrogateescape")))
+            _atomic_write(args.csv, lambda f: f.write(api.csv_bytes(a)))
         if args.against:
             inf_b, b = measure(args.against)
             out = {"a": out, "b": {"checkpoint": inf_b.checkpoint, **summary(b)},
