@@ -75,8 +75,8 @@ def _code_changes(run_dir: str, stat_key: tuple[int, int]) -> list[str]:
 
 
 def resume_code_changes(run_dir: Path) -> list[str]:
-    """``api.resume_code_changes``: re-read when checkpoints/last.pt changes, and at most 10 s old (the
-    source files it compares with can change while the dashboard runs)."""
+    """``api.resume_code_changes`` (milliseconds): re-read when checkpoints/last.pt changes, and at most
+    10 s old (the source files it compares with can change while the dashboard runs)."""
     return _code_changes(str(run_dir), _stat_key(Path(run_dir) / "checkpoints" / "last.pt"))
 
 

@@ -5,6 +5,7 @@ chart grids lives here so pages stay short.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from app import viz
+from app import cache, state, viz
 from esnet import api
 
 STATE_ICONS = {"running": ":green[:material/play_circle:]", "finished": ":blue[:material/check_circle:]",
@@ -77,6 +78,45 @@ def runs_table(runs: pd.DataFrame, *, key: str = "runs.table") -> None:
         },
     )
 
+
+def resume_controls(sel: state.Selection) -> None:
+    """Pick a stopped or failed run and resume it (its own process).
+
+    A run whose checkpoint was saved by other esnet code names the changed files and resumes only
+    once the user ticks the consent for *that* run and *those* changes (``--allow-code-change``);
+    an unreadable checkpoint or code record is a warning and no button, since the trainer would refuse it.
+    """
+    resumable = sel.runs.loc[sel.runs["state"].isin(["stopped", "failed"]), "run"].tolist()
+    if not resumable:
+        return
+    c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
+    again = c1.selectbox("Stopped or failed run", resumable, key="runs.resume_run")
+    try:
+        changed = cache.resume_code_changes(sel.run_path(again))
+    except api.CheckpointError as e:
+        st.warning(f"`{again}` cannot be resumed: {e}")
+        return
+    allow = False
+    if changed:
+        shown = ", ".join(f"`{f}`" for f in changed[:6])
+        shown += f" and {len(changed) - 6} more" if len(changed) > 6 else ""
+        st.warning(f"`{again}` was trained with other code: {shown} changed since its last checkpoint. "
+                   "Resuming under this code continues it, but its later epochs will not equal an "
+                   "uninterrupted run's.")
+        # keyed by run and changes: consent given for one run (or one set of changes) is not carried to another
+        consent = hashlib.sha256("\n".join([again, *changed]).encode()).hexdigest()[:12]
+        allow = st.checkbox("Continue under the current code (recorded in the run's meta.json)",
+                            key=f"runs.allow_code_change.{consent}")
+    if c2.button("Resume training", key="runs.resume", icon=":material/play_circle:",
+                 disabled=bool(changed) and not allow):
+        try:
+            job = api.resume_training(sel.run_path(again), allow_code_change=allow)
+        except ValueError as e:  # RunDirError is one
+            st.warning(f"{again} cannot be resumed: {e}")
+        else:
+            st.session_state["runs.flash"] = f"Resumed `{again}` (pid {job.pid}). Log: `{job.log}`"
+            state.focus(again)
+            st.rerun()
 
 def training_form(dataset_root: Path | None) -> dict[str, Any] | None:
     """The start-training form; the keyword arguments of ``api.start_training`` once submitted, else None."""

@@ -22,7 +22,7 @@ import pandas as pd
 from PIL import Image
 
 from esnet import embedding, evaluation, projection, saliency
-from esnet.checkpoint import CheckpointError
+from esnet.checkpoint import CheckpointError, checkpoint_extra
 from esnet.data import images
 from esnet.data.check import check_dataset
 from esnet.data.datasets import DATASETS, load_dataset
@@ -35,6 +35,7 @@ from esnet.evaluation import EvalReport, VehicleIDReport
 from esnet.saliency import ErasingView, SaliencyMap
 from esnet.search import GalleryIndex, SearchResult, build_index, search
 from esnet.engine import rundir
+from esnet.engine.code import changed_since
 from esnet.engine.rundir import RunDirError
 from esnet.runview import (
     ErasingFrame,
@@ -745,20 +746,20 @@ def resume_code_changes(run_dir: str | Path) -> list[str]:
     same, when the checkpoint predates code records (such a resume is not checked) and when there is no
     checkpoints/last.pt (nothing to resume: :func:`resume_training` says so).
 
+    Reads only the checkpoint's ``extra`` (its tensors are memory-mapped, not read) and hashes the
+    recorded source files: milliseconds, so a page can call it on every rerun.
+
     Raises:
         CheckpointError: an unreadable checkpoints/last.pt, or a malformed code record in it.
     """
-    from esnet.checkpoint import load_checkpoint
-    from esnet.engine.code import changed_since
-
     last = rundir.checkpoint_path(Path(run_dir), "last")
     if not last.is_file():
         return []
-    ckpt = load_checkpoint(last)
-    if "code" not in ckpt.extra:
+    extra = checkpoint_extra(last)
+    if "code" not in extra:
         return []
     try:
-        return [f"esnet/{rel}" for rel in changed_since(ckpt.extra["code"])]
+        return [f"esnet/{rel}" for rel in changed_since(extra["code"])]
     except ValueError as e:
         raise CheckpointError(f"{str(last)!r}: {e}") from None
 

@@ -87,8 +87,9 @@ class LoadReport:
 
 
 # --- reading and writing ---------------------------------------------------------------
-def _safe_load(path: Path, map_location: Any, what: str) -> Any:
-    """torch.load(weights_only=True) with errors that say what went wrong."""
+def _safe_load(path: Path, map_location: Any, what: str, *, mmap: bool = False) -> Any:
+    """torch.load(weights_only=True) with errors that say what went wrong; ``mmap`` maps the tensors
+    instead of reading them (for a caller that needs only the plain data around them)."""
     if not path.exists():
         raise CheckpointError(f"{what} {str(path)!r} does not exist")
     if not path.is_file():
@@ -99,7 +100,7 @@ def _safe_load(path: Path, map_location: Any, what: str) -> Any:
     except OSError as e:
         raise CheckpointError(f"cannot open {what} {str(path)!r}: {e.strerror}") from None
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         # The weights_only unpickler stops at the first thing that is not plain data: a
         # global (class/function, i.e. code), or an opcode it does not support. Both mean
@@ -244,6 +245,24 @@ def load_checkpoint(path: str | Path, *, map_location: Any = "cpu") -> Checkpoin
         extra=extra,
         path=str(p),
     )
+
+
+def checkpoint_extra(path: str | Path) -> dict[str, Any]:
+    """The ``extra`` dict of a checkpoint written by ``save_checkpoint``, without reading its tensors
+    (they are memory-mapped, so this costs milliseconds even for a large training checkpoint).
+
+    Raises:
+        CheckpointError: as :func:`load_checkpoint` for a missing, unreadable or unsafe file, or
+            one that is not an esnet checkpoint or whose ``extra`` is not a dict.
+    """
+    p = Path(path)
+    raw = _safe_load(p, "cpu", "checkpoint", mmap=True)
+    if not isinstance(raw, dict) or not all(k in raw for k in _REQUIRED_KEYS):
+        raise CheckpointError(f"{str(p)!r} is not an esnet checkpoint: expected a dict with keys {list(_REQUIRED_KEYS)}")
+    extra = raw.get("extra")
+    if extra is not None and not isinstance(extra, dict):
+        raise CheckpointError(f"checkpoint {str(p)!r}: 'extra' must be a dict or None, got {type(extra).__name__}")
+    return dict(extra or {})
 
 
 # --- release checkpoints: small, inference-only files to ship ----------------------------

@@ -32,34 +32,7 @@ if not state.show_no_runs(sel):
             else:  # rerun, so the sidebar (drawn before the click) shows the run's new state too
                 st.session_state["runs.flash"] = f"{victim}: {outcome} (resume it below)."
                 st.rerun()
-    resumable = sel.runs.loc[sel.runs["state"].isin(["stopped", "failed"]), "run"].tolist()
-    if resumable:
-        c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
-        again = c1.selectbox("Stopped or failed run", resumable, key="runs.resume_run")
-        try:
-            changed = cache.resume_code_changes(sel.run_path(again))
-        except api.CheckpointError as e:
-            changed = []  # resuming it then fails in train.log, which the run's state shows
-            st.caption(f"Cannot compare its code: {e}")
-        allow = False
-        if changed:
-            shown = ", ".join(f"`{f}`" for f in changed[:6])
-            shown += f" and {len(changed) - 6} more" if len(changed) > 6 else ""
-            st.warning(f"`{again}` was trained with other code: {shown} changed since its last checkpoint. "
-                       "Resuming under this code continues it, but its later epochs will not equal an "
-                       "uninterrupted run's.")
-            allow = st.checkbox("Continue under the current code (recorded in the run's meta.json)",
-                                key="runs.allow_code_change")
-        if c2.button("Resume training", key="runs.resume", icon=":material/play_circle:",
-                     disabled=bool(changed) and not allow):
-            try:
-                job = api.resume_training(sel.run_path(again), allow_code_change=allow)
-            except ValueError as e:  # RunDirError is one
-                st.warning(f"{again} cannot be resumed: {e}")
-            else:
-                st.session_state["runs.flash"] = f"Resumed `{again}` (pid {job.pid}). Log: `{job.log}`"
-                state.focus(again)
-                st.rerun()
+    panels.resume_controls(sel)
 
 if sel.runs_dir is not None:
     with st.expander("Start a training run", expanded=sel.runs.empty, icon=":material/play_arrow:"):

@@ -176,7 +176,7 @@ def _p_curve(records: list[dict], config: dict) -> dict[str, list[tuple[int, flo
     curves: dict[str, list[tuple[int, float]]] = {}
     for r in records:
         for branch, value in (r.get("p") or {}).items():
-            curves.setdefault(branch, [(0, float(config["model"].get("p_init", value)))]).append((r["epoch"], value))
+            curves.setdefault(branch, [(0, float(config["model"]["p_init"]))]).append((r["epoch"], value))
     return curves
 
 
@@ -271,24 +271,38 @@ def _plots(rows: list[dict], out: Path) -> list[str]:
     names = [c[0] for c in charts]
     learned = [r for r in rows if r["p_curve"]]
     if learned:
-        fig, ax = plt.subplots(figsize=(7.6, 3.8), dpi=110)
-        for r in learned:
-            c, ls = style[r["name"]]
-            for branch, marker in (("global", "o"), ("erase", "s")):
-                if branch in r["p_curve"]:
-                    epochs, values = zip(*r["p_curve"][branch])
-                    ax.plot(epochs, values, marker=marker, markersize=3, color=c, linestyle=ls,
-                            label=f"{r['name']} {branch}")
-        ax.set(xlabel="epoch (0 = p_init)", ylabel="p", title="Learned P-pooling exponent per branch "
-               "(1 = average, larger = closer to max)")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-        fig.tight_layout()
+        fig = _p_figure(learned, style)
         fig.savefig(out / "p_over_epochs.png")
         plt.close(fig)
         names.append("p_over_epochs.png")
     return names
+
+
+BRANCH_MARKERS = {"global": "o", "erase": "s"}
+
+
+def _p_figure(rows: list[dict], style: dict[str, tuple[str, str]]):
+    """Learned p over epochs: one line per run and branch (marker per branch, colour and style per run)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = plt.subplots(figsize=(7.6, 3.8), dpi=110)
+    for r in rows:
+        c, ls = style[r["name"]]
+        for branch in sorted(r["p_curve"]):
+            if branch not in BRANCH_MARKERS:
+                raise ValueError(f"{r['name']}: learned p of an unknown branch {branch!r}; "
+                                 f"expected one of {sorted(BRANCH_MARKERS)}")
+            epochs, values = zip(*r["p_curve"][branch])
+            ax.plot(epochs, values, marker=BRANCH_MARKERS[branch], markersize=3, color=c, linestyle=ls,
+                    label=f"{r['name']} {branch}")
+    ax.set(xlabel="epoch (0 = p_init)", ylabel="p",
+           title="Learned P-pooling exponent per branch (1 = average, larger = closer to max)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    return fig
 
 
 def _pilot_table(pilots: Path) -> str:

@@ -110,36 +110,46 @@ def test_resume_refuses_running_finished_and_checkpointless_runs(tmp_path):
         api.resume_training(tmp_path / "done")
 
 
+def _code_checkpoint(path, extra=None):
+    """A checkpoint file with ``extra`` around a one-weight model (resume_code_changes reads only extra)."""
+    import torch
+
+    from esnet.checkpoint import save_checkpoint
+    from esnet.config import Config
+
+    save_checkpoint(path, model=torch.nn.Linear(1, 1), optimizer=None, scheduler=None, epoch=1, config=Config(),
+                    num_classes=3, extra=extra)
+
+
 def test_resume_code_changes_names_the_files_that_differ_from_the_checkpoints_code(tmp_path):
     from esnet.engine.code import code_identity
-    from tests.synthetic import random_checkpoint
 
     run = make_run(tmp_path / "r")
     assert api.resume_code_changes(run) == []  # no checkpoint: nothing to compare (resume_training refuses it)
     last = run / "checkpoints" / "last.pt"
-    small = {"model.backbone": "mobilenet_v2"}
     now = code_identity(["model/esnet.py", "losses.py"])
     assert {"model/esnet.py", "losses.py"} <= set(now["files"])
-    random_checkpoint(last, overrides=small, extra={"code": now})
+    _code_checkpoint(last, {"code": now})
     assert api.resume_code_changes(run) == []
-    random_checkpoint(last, overrides=small, extra={"code": {**now, "files": {**now["files"], "losses.py": "0" * 64}}})
+    _code_checkpoint(last, {"code": {**now, "files": {**now["files"], "losses.py": "0" * 64}}})
     assert api.resume_code_changes(run) == ["esnet/losses.py"]
-    random_checkpoint(last, overrides=small, extra={"code": {"files": {"gone/old.py": "0" * 64}}})
+    _code_checkpoint(last, {"code": {"files": {"gone/old.py": "0" * 64}}})
     assert api.resume_code_changes(run) == ["esnet/gone/old.py"]  # a file that no longer exists differs too
-    random_checkpoint(last, overrides=small)  # saved before code records: not checked
+    _code_checkpoint(last)  # saved before code records: not checked
     assert api.resume_code_changes(run) == []
-    random_checkpoint(last, overrides=small, extra={"code": {"files": {"../../etc/passwd.py": "0" * 64}}})
+    _code_checkpoint(last, {"code": {"files": {"../../etc/passwd.py": "0" * 64}}})
     with pytest.raises(api.CheckpointError, match=r"last\.pt'.*the code record lists '\.\./\.\./etc/passwd\.py'"):
+        api.resume_code_changes(run)
+    last.write_bytes(b"not a torch file")
+    with pytest.raises(api.CheckpointError, match=r"cannot read checkpoint .*last\.pt'|refusing to load checkpoint"):
         api.resume_code_changes(run)
 
 
 @pytest.mark.parametrize("allow", [False, True])
 def test_resume_passes_allow_code_change_on_to_the_trainer(tmp_path, monkeypatch, allow):
-    from tests.synthetic import random_checkpoint
-
     run = make_run(tmp_path / "r")
     rundir.write_status(run, state="stopped", epoch=1, total_epochs=4, error="stopped by SIGINT")
-    random_checkpoint(run / "checkpoints" / "last.pt", overrides={"model.backbone": "mobilenet_v2"})
+    _code_checkpoint(run / "checkpoints" / "last.pt")
     launched = []
     monkeypatch.setattr(api, "_launch", lambda out, argv: launched.append((out, argv)))
     api.resume_training(run, allow_code_change=allow)

@@ -223,6 +223,15 @@ def test_learned_p_gets_a_curve_per_branch_from_p_init_and_a_plot(report, tmp_pa
         assert curve[1:] == [(r["epoch"], r["p"][branch]) for r in records]
     assert report._row(tmp_path / "results" / "a_baseline")["p_curve"] == {}
     assert (tmp_path / "results" / "p_over_epochs.png").stat().st_size > 1000
+    fig = report._p_figure([row], {"m_esnet_p": ("red", "--")})
+    lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
+    assert sorted(lines) == sorted(f"m_esnet_p {b}" for b in row["p_curve"])
+    for branch, curve in row["p_curve"].items():
+        line = lines[f"m_esnet_p {branch}"]
+        assert list(line.get_xdata()) == [e for e, _ in curve] and list(line.get_ydata()) == [v for _, v in curve]
+        assert line.get_linestyle() == "--" and line.get_marker() == report.BRANCH_MARKERS[branch]
+    with pytest.raises(ValueError, match=r"m_esnet_p: learned p of an unknown branch 'third'"):
+        report._p_figure([{**row, "p_curve": {"third": [(0, 3.0)]}}], {"m_esnet_p": ("red", "-")})
     assert "![p_over_epochs.png](results/market1501/p_over_epochs.png)" in (tmp_path / "README.md").read_text()
 
 

@@ -258,14 +258,24 @@ def test_resume_button_resumes_a_stopped_run(runs, demo_root, monkeypatch) -> No
     assert at.sidebar.selectbox(key=state.KEY_RUN).value == "esnet-avg"
 
 
-def test_a_run_trained_with_other_code_resumes_only_once_the_user_allows_it(runs, demo_root, monkeypatch) -> None:
+def _other_code_checkpoint(run: Path, changed: str) -> None:
+    """A stopped ``run`` whose last.pt was saved by esnet code that differed from today's in ``changed``."""
     from esnet.engine.code import code_identity
     from tests.synthetic import random_checkpoint
 
-    rundir.write_status(runs / "esnet-avg", state="stopped", epoch=2, total_epochs=4, error="stopped by SIGINT")
-    now = code_identity(["model/esnet.py"])
-    random_checkpoint(runs / "esnet-avg" / "checkpoints" / "last.pt", overrides={"model.backbone": "mobilenet_v2"},
-                      extra={"code": {**now, "files": {**now["files"], "model/esnet.py": "0" * 64}}})
+    rundir.write_status(run, state="stopped", epoch=2, total_epochs=4, error="stopped by SIGINT")
+    now = code_identity([changed])
+    random_checkpoint(run / "checkpoints" / "last.pt", overrides={"model.backbone": "mobilenet_v2"},
+                      extra={"code": {**now, "files": {**now["files"], changed: "0" * 64}}})
+
+
+def _consent(at):
+    return next(c for c in at.checkbox if c.label.startswith("Continue under the current code"))
+
+
+def test_a_run_trained_with_other_code_resumes_only_once_the_user_allows_it(runs, demo_root, monkeypatch) -> None:
+    _other_code_checkpoint(runs / "esnet-avg", "model/esnet.py")
+    _other_code_checkpoint(runs / "esnet-p", "losses.py")
     resumed = []
 
     def fake_resume(d, *, allow_code_change=False):
@@ -279,8 +289,27 @@ def test_a_run_trained_with_other_code_resumes_only_once_the_user_allows_it(runs
     warning = next(w.value for w in at.warning if "trained with other code" in w.value)
     assert "`esnet/model/esnet.py` changed since its last checkpoint" in warning
     assert at.button(key="runs.resume").disabled and resumed == []
-    at.checkbox(key="runs.allow_code_change").check().run()
+    _consent(at).check().run()
     assert not at.button(key="runs.resume").disabled
+    # consent is per run: another run with other code starts unticked, its button disabled
+    at.selectbox(key="runs.resume_run").set_value("esnet-p").run()
+    assert "`esnet/losses.py` changed" in next(w.value for w in at.warning if "trained with other code" in w.value)
+    assert not _consent(at).value and at.button(key="runs.resume").disabled
+    at.selectbox(key="runs.resume_run").set_value("esnet-avg").run()
+    assert at.button(key="runs.resume").disabled  # back again: asked again
+    _consent(at).check().run()
     at.button(key="runs.resume").click().run()
     assert not at.exception, at.exception
     assert resumed == [("esnet-avg", True)] and "Resumed `esnet-avg` (pid 78)" in at.success[0].value
+
+
+def test_an_unreadable_checkpoint_is_a_warning_and_no_resume_button(runs, demo_root, monkeypatch) -> None:
+    rundir.write_status(runs / "esnet-avg", state="stopped", epoch=2, total_epochs=4, error="stopped by SIGINT")
+    (runs / "esnet-avg" / "checkpoints").mkdir()
+    (runs / "esnet-avg" / "checkpoints" / "last.pt").write_bytes(b"not a torch file")
+    at = open_app(monkeypatch, runs, demo_root)
+    at.selectbox(key="runs.resume_run").set_value("esnet-avg").run()
+    assert not at.exception, at.exception
+    warning = next(w.value for w in at.warning if "cannot be resumed" in w.value)
+    assert "`esnet-avg` cannot be resumed" in warning and "last.pt" in warning
+    assert not [b for b in at.button if b.key == "runs.resume"]
