@@ -258,7 +258,8 @@ def checkpoint_extra(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     raw = _safe_load(p, "cpu", "checkpoint", mmap=True)
     if not isinstance(raw, dict) or not all(k in raw for k in _REQUIRED_KEYS):
-        raise CheckpointError(f"{str(p)!r} is not an esnet checkpoint: expected a dict with keys {list(_REQUIRED_KEYS)}")
+        raise CheckpointError(
+            f"{str(p)!r} is not an esnet checkpoint: expected a dict with keys {list(_REQUIRED_KEYS)}")
     extra = raw.get("extra")
     if extra is not None and not isinstance(extra, dict):
         raise CheckpointError(f"checkpoint {str(p)!r}: 'extra' must be a dict or None, got {type(extra).__name__}")

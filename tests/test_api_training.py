@@ -154,4 +154,5 @@ def test_resume_passes_allow_code_change_on_to_the_trainer(tmp_path, monkeypatch
     monkeypatch.setattr(api, "_launch", lambda out, argv: launched.append((out, argv)))
     api.resume_training(run, allow_code_change=allow)
     (out, argv), = launched
-    assert out == run and argv[argv.index("--out"):] == ["--out", str(run), "--resume"] + ["--allow-code-change"] * allow
+    assert out == run
+    assert argv[argv.index("--out"):] == ["--out", str(run), "--resume"] + ["--allow-code-change"] * allow
