@@ -31,11 +31,15 @@ def pooling_trio(runs: pd.DataFrame, limit: int = 3) -> list[str]:
     """Runs to compare first on the Pooling page: one per pooling among the salient-erasing (ES-Net) runs.
 
     Falls back to one per pooling among all runs, then to the first ``limit`` runs. P-pooling
-    first, then avg, then max (the first run by name of each), at most ``limit`` names.
+    first, then avg, then max, at most ``limit`` names: of each pooling the first run by name,
+    except that of the P-pooling runs the one whose p moved furthest (``p_moved``) is shown.
     """
     if runs.empty:
         return []
     rank = {"p": 0, "avg": 1, "max": 2}
+    if "p_moved" in runs.columns:  # stable: among equal movement (or none), the first by name stays first
+        moved = runs["p_moved"].where(runs["pool"] == "p").fillna(-1.0)
+        runs = runs.assign(_moved=moved).sort_values("_moved", ascending=False, kind="stable").drop(columns="_moved")
     for pool in (runs[runs["erasing"] == "salient"], runs):
         picked = pool.drop_duplicates("pool")
         if len(picked) > 1:
@@ -57,7 +61,7 @@ def runs_table(runs: pd.DataFrame, *, key: str = "runs.table") -> None:
     if "updated" in shown.columns:
         shown = shown.assign(updated=pd.to_datetime(shown["updated"], errors="coerce", utc=True))
     order = ["run", "state", "epochs", "error", "pool", "erasing", "best_mAP", "best_R1", "best_epoch", "p_global",
-             "p_erase", "backbone", "dataset", "updated"]
+             "p_erase", "p_moved", "backbone", "dataset", "updated"]
     hidden = {"error"} if "error" in shown.columns and not shown["error"].astype(bool).any() else set()  # no failures
     columns = [c for c in order if c in shown.columns] + [c for c in shown.columns if c not in order]
     # A fixed width for the names: the grid keeps the widths it measured first, so a longer name
@@ -74,6 +78,8 @@ def runs_table(runs: pd.DataFrame, *, key: str = "runs.table") -> None:
             "best_epoch": st.column_config.NumberColumn("best epoch", format="%d"),
             "p_global": st.column_config.NumberColumn("p global", format="%.3f"),
             "p_erase": st.column_config.NumberColumn("p erase", format="%.3f"),
+            "p_moved": st.column_config.NumberColumn("p moved", format="%.3f",
+                                                     help="largest distance of the last p from p_init"),
             "error": st.column_config.TextColumn("error", width="medium"),
         },
     )

@@ -22,14 +22,15 @@ from esnet.engine import rundir
 from esnet.model.pooling import avg_pool, max_pool, p_pool
 
 RUN_COLUMNS = ["run", "state", "epochs", "backbone", "pool", "erasing", "dataset", "best_mAP", "best_R1",
-               "best_epoch", "p_global", "p_erase", "updated", "error", "path"]
+               "best_epoch", "p_global", "p_erase", "p_moved", "updated", "error", "path"]
 
 
 def runs_frame(runs_dir: str | Path) -> pd.DataFrame:
     """One row per run directory in ``runs_dir`` (see ``rundir.list_runs``).
 
     Columns: RUN_COLUMNS; ``epochs`` is "done/total"; mAP/R1 are percentages (None when
-    never evaluated); ``p_*`` the last learned P-pooling exponents (NaN for avg/max).
+    never evaluated); ``p_global`` / ``p_erase`` the last learned P-pooling exponents and ``p_moved`` the
+    largest distance of either from ``model.p_init`` (NaN for avg/max).
 
     Raises:
         RunDirError: ``runs_dir`` is missing or not a directory.
@@ -42,7 +43,8 @@ def runs_frame(runs_dir: str | Path) -> pd.DataFrame:
             "best_mAP": None if s.best_mAP is None else round(100 * s.best_mAP, 2),
             "best_R1": None if s.best_R1 is None else round(100 * s.best_R1, 2),
             "best_epoch": s.best_epoch, "p_global": s.last_p.get("global", math.nan),
-            "p_erase": s.last_p.get("erase", math.nan), "updated": s.updated, "error": s.error or "",
+            "p_erase": s.last_p.get("erase", math.nan),
+            "p_moved": math.nan if s.p_moved is None else s.p_moved, "updated": s.updated, "error": s.error or "",
             "path": s.path,
         })
     return pd.DataFrame(rows, columns=RUN_COLUMNS)

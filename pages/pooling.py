@@ -19,7 +19,7 @@ if not state.show_no_runs(sel):
     else:
         table = sel.runs.set_index("run").loc[chosen].reset_index()
         panels.runs_table(table[["run", "pool", "erasing", "epochs", "best_mAP", "best_R1", "best_epoch",
-                                 "p_global", "p_erase", "path"]], key="pooling.table")
+                                 "p_global", "p_erase", "p_moved", "path"]], key="pooling.table")
         paths = {n: sel.run_path(n) for n in chosen}
         c1, c2 = st.columns(2)
         c1.plotly_chart(viz.cmc_figure(cache.cmc_frame(paths)), width="stretch", key="pooling.cmc")

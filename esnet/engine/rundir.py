@@ -850,6 +850,8 @@ class RunSummary:
         best_mAP, best_R1, best_epoch: the evaluated epoch with the highest mAP and its
             R1 (what best.pt holds); None if no epoch was evaluated.
         last_p: ``p`` of the last metrics record ({} for avg/max or no record).
+        p_moved: the largest distance of ``last_p`` from the run's ``model.p_init`` over its branches
+            (None without a learned p or a readable config): how far P-pooling learned.
         backbone, pool, erasing, dataset: from config.json ("" when broken).
         updated: status.json's time ("" when unknown).
         error: the failure text or why the run is broken, else None.
@@ -864,6 +866,7 @@ class RunSummary:
     best_R1: float | None
     best_epoch: int | None
     last_p: dict[str, float]
+    p_moved: float | None
     backbone: str
     pool: str
     erasing: str
@@ -894,6 +897,8 @@ def summarize_run(run_dir: str | Path) -> RunSummary:
     best = best_eval(records)
     last_p = records[-1].get("p") if records else None
     error = status.error
+    last_p = dict(last_p) if isinstance(last_p, dict) else {}
+    p_moved = None
     backbone = pool = erasing = dataset = ""
     total = status.total_epochs
     state = status.state
@@ -909,6 +914,8 @@ def summarize_run(run_dir: str | Path) -> RunSummary:
     else:
         backbone, pool, erasing, dataset = cfg.model.backbone, cfg.model.pool, cfg.model.erasing, cfg.data.dataset
         total = total or cfg.optim.epochs
+        moved = [abs(float(v) - cfg.model.p_init) for v in last_p.values() if isinstance(v, (int, float))]
+        p_moved = max(moved) if moved else None
     r1 = best["eval"].get("R1") if best else None
     return RunSummary(
         id=d.name,
@@ -919,7 +926,8 @@ def summarize_run(run_dir: str | Path) -> RunSummary:
         best_mAP=float(best["eval"]["mAP"]) if best else None,
         best_R1=float(r1) if isinstance(r1, (int, float)) else None,
         best_epoch=best["epoch"] if best else None,
-        last_p=dict(last_p) if isinstance(last_p, dict) else {},
+        last_p=last_p,
+        p_moved=p_moved,
         backbone=backbone,
         pool=pool,
         erasing=erasing,

@@ -95,6 +95,11 @@ def test_pooling_trio_prefers_one_es_net_run_per_pooling() -> None:
     assert pooling_trio(runs.iloc[[0, 4]]) == ["e_rand_p", "a_base"]  # no pair of ES-Net runs: any two poolings
     assert pooling_trio(runs.iloc[[1, 5]]) == ["b_p", "f_p_seed1"]  # one pooling only: the first runs
     assert pooling_trio(runs.iloc[[]]) == []
+    # of the P-pooling ES-Net runs, the one whose p learned most: f (moved 0.4) over b (0.02, p stayed at 3)
+    moved = runs.assign(p_moved=[float("nan"), 0.02, float("nan"), float("nan"), 0.9, 0.4])
+    assert pooling_trio(moved) == ["f_p_seed1", "c_avg", "d_max"]
+    assert pooling_trio(moved.assign(p_moved=[float("nan"), 0.4, float("nan"), float("nan"), 0.9, 0.4])) == \
+        ["b_p", "c_avg", "d_max"]  # a tie: the first by name
 
 
 def _p_all(at) -> dict:
@@ -131,6 +136,15 @@ def test_market_runs_show_their_learned_p(tmp_path, demo_root, monkeypatch) -> N
         recs = [json.loads(line) for line in (runs / run / "metrics.jsonl").read_text().splitlines() if line]
         assert traces[f"{run} · global"] == pytest.approx([r["p"]["global"] for r in recs])
         assert traces[f"{run} · erase"] == pytest.approx([r["p"]["erase"] for r in recs])
+    # the runs compared first: of the ES-Net P-pooling runs, the one whose p learned most
+    moved = {}
+    for run in p_runs:
+        cfg = json.loads((runs / run / "config.json").read_text())["model"]
+        last = [json.loads(line) for line in (runs / run / "metrics.jsonl").read_text().splitlines() if line][-1]
+        if cfg["erasing"] == "salient":
+            moved[run] = max(abs(v - cfg["p_init"]) for v in last["p"].values())
+    assert at.multiselect(key="pooling.runs").value[0] == max(moved, key=moved.get)
+    assert moved[max(moved, key=moved.get)] > 0.3  # (m)/(n) learned p; (b)/(f) stayed at 3
 
 
 def test_per_channel_run_shows_the_final_p_distribution(tmp_path, demo_root, monkeypatch) -> None:

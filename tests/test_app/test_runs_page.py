@@ -61,6 +61,9 @@ def test_table_lists_every_run_with_state_best_metrics_and_p(runs, demo_root, mo
     assert df.loc["esnet-p", "best_R1"] == pytest.approx(60.0)
     assert df.loc["esnet-p", "p_global"] == pytest.approx(3.4)
     assert df.loc["esnet-p", "p_erase"] == pytest.approx(3.8)
+    assert rundir.read_config(runs / "esnet-p").model.p_init == 3.0
+    assert df.loc["esnet-p", "p_moved"] == pytest.approx(0.8)  # erase: 3.8 - p_init
+    assert df.loc["esnet-avg", "p_moved"] != df.loc["esnet-avg", "p_moved"]  # NaN: no p to learn
     assert df.loc["esnet-avg", "pool"] == "avg"
     assert "path" not in df.columns
 
