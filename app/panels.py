@@ -124,6 +124,7 @@ def resume_controls(sel: state.Selection) -> None:
             state.focus(again)
             st.rerun()
 
+
 def training_form(dataset_root: Path | None) -> dict[str, Any] | None:
     """The start-training form; the keyword arguments of ``api.start_training`` once submitted, else None."""
     choices = api.training_choices()

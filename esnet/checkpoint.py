@@ -210,12 +210,7 @@ def load_checkpoint(path: str | Path, *, map_location: Any = "cpu") -> Checkpoin
             invalid stored config.
     """
     p = Path(path)
-    raw = _safe_load(p, map_location, "checkpoint")
-    if not isinstance(raw, dict) or not all(k in raw for k in _REQUIRED_KEYS):
-        got = sorted(map(str, raw)) if isinstance(raw, dict) else type(raw).__name__
-        raise CheckpointError(
-            f"{str(p)!r} is not an esnet checkpoint: expected a dict with keys {list(_REQUIRED_KEYS)}, got {got}"
-        )
+    raw = _esnet_payload(p, _safe_load(p, map_location, "checkpoint"))
     version = raw["version"]
     if not isinstance(version, int) or not 1 <= version <= CHECKPOINT_VERSION:
         raise CheckpointError(
@@ -230,10 +225,7 @@ def load_checkpoint(path: str | Path, *, map_location: Any = "cpu") -> Checkpoin
     num_classes = raw["num_classes"]
     if not isinstance(num_classes, int) or num_classes < 1:
         raise CheckpointError(f"checkpoint {str(p)!r}: num_classes must be an integer >= 1, got {num_classes!r}")
-    extra = raw.get("extra")
-    if extra is not None and not isinstance(extra, dict):
-        raise CheckpointError(f"checkpoint {str(p)!r}: 'extra' must be a dict or None, got {type(extra).__name__}")
-    extra = dict(extra or {})
+    extra = _extra(p, raw)
     return Checkpoint(
         model_state=_unpacked(raw["model"], extra.get("packed"), str(p)),
         optimizer_state=raw.get("optimizer"),
@@ -256,10 +248,21 @@ def checkpoint_extra(path: str | Path) -> dict[str, Any]:
             one that is not an esnet checkpoint or whose ``extra`` is not a dict.
     """
     p = Path(path)
-    raw = _safe_load(p, "cpu", "checkpoint", mmap=True)
+    return _extra(p, _esnet_payload(p, _safe_load(p, "cpu", "checkpoint", mmap=True)))
+
+
+def _esnet_payload(p: Path, raw: Any) -> dict[str, Any]:
+    """``raw`` (a loaded file) when it is a dict with an esnet checkpoint's keys, else CheckpointError."""
     if not isinstance(raw, dict) or not all(k in raw for k in _REQUIRED_KEYS):
+        got = sorted(map(str, raw)) if isinstance(raw, dict) else type(raw).__name__
         raise CheckpointError(
-            f"{str(p)!r} is not an esnet checkpoint: expected a dict with keys {list(_REQUIRED_KEYS)}")
+            f"{str(p)!r} is not an esnet checkpoint: expected a dict with keys {list(_REQUIRED_KEYS)}, got {got}"
+        )
+    return raw
+
+
+def _extra(p: Path, raw: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint payload's ``extra`` as a dict ({} for None), else CheckpointError."""
     extra = raw.get("extra")
     if extra is not None and not isinstance(extra, dict):
         raise CheckpointError(f"checkpoint {str(p)!r}: 'extra' must be a dict or None, got {type(extra).__name__}")

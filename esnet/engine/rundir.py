@@ -896,9 +896,9 @@ def summarize_run(run_dir: str | Path) -> RunSummary:
     records = read_metrics(d)
     best = best_eval(records)
     last_p = records[-1].get("p") if records else None
-    error = status.error
     last_p = dict(last_p) if isinstance(last_p, dict) else {}
     p_moved = None
+    error = status.error
     backbone = pool = erasing = dataset = ""
     total = status.total_epochs
     state = status.state
