@@ -7,12 +7,17 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import plotly.express as px
 import plotly.graph_objects as go
 from matplotlib import colormaps
 from PIL import Image
 
 BOX_COLOUR = (255, 255, 255)  # outline of the erased block
 ERASED_GREY = (128, 128, 128)  # fill of the erased block in the "what the erasing branch lost" view
+_RUN_COLOURS = px.colors.qualitative.D3 + px.colors.qualitative.Dark24[10:]
+"""One colour per run on multi-run line charts (D3's ten, then more of Dark24's)."""
+_BRANCH_STYLE = {"global": ("solid", "circle"), "erase": ("dash", "square")}
+"""Line dash and marker per ES-Net branch on multi-run line charts."""
 DISPLAY_HEIGHT = 256
 """Height (px) probe pictures are scaled to; re-ID crops are small (128x64 in the demo)."""
 
@@ -113,17 +118,25 @@ def p_trajectories(metrics_by_run: dict[str, pd.DataFrame], *, empty: str = "no 
                    title: str = "Learned p") -> go.Figure:
     """Learned p of several runs over epochs: one line per run and branch (runs without p are left out).
 
-    Average pooling (p = 1) is a dotted reference line and max pooling (p -> inf) a note at
-    the top, so the curves read against both. A per-channel run's line is its channel mean.
+    Each run has one colour and each branch one dash and marker (global solid with circles,
+    erase dashed with squares), so a dozen lines stay readable. Average pooling (p = 1) is a
+    dotted reference line and max pooling (p -> inf) a note at the top, so the curves read
+    against both. A per-channel run's line is its channel mean.
     """
     fig = go.Figure()
-    for run, frame in metrics_by_run.items():
+    runs = [run for run, frame in metrics_by_run.items() if _columns(frame, "p.")]
+    colour = {run: _RUN_COLOURS[i % len(_RUN_COLOURS)] for i, run in enumerate(runs)}
+    for run in runs:
+        frame = metrics_by_run[run]
         for col in _columns(frame, "p."):
             rows = frame[["epoch", col]].dropna()
             if rows.empty:  # a branch whose every value is NaN: nothing to draw (and no maximum below)
                 continue
-            fig.add_trace(go.Scatter(x=rows["epoch"], y=rows[col], mode="lines+markers",
-                                     name=f"{run} · {col.removeprefix('p.')}"))
+            branch = col.removeprefix("p.")
+            dash, symbol = _BRANCH_STYLE.get(branch, ("dot", "diamond"))
+            fig.add_trace(go.Scatter(x=rows["epoch"], y=rows[col], mode="lines+markers", name=f"{run} · {branch}",
+                                     legendgroup=run, line=dict(color=colour[run], dash=dash),
+                                     marker=dict(color=colour[run], symbol=symbol)))
     if not fig.data:
         return _empty(title, empty)
     fig.add_hline(y=1.0, line_dash="dot", line_color="grey", annotation_text="average pooling (p = 1)",
@@ -132,7 +145,8 @@ def p_trajectories(metrics_by_run: dict[str, pd.DataFrame], *, empty: str = "no 
                        xanchor="left", yanchor="top", font=dict(color="grey"))
     top = max(float(np.nanmax(t.y)) for t in fig.data)
     fig.update_yaxes(range=[0.9, max(top * 1.1, 1.5)])
-    fig.update_layout(title=title, xaxis_title="epoch", yaxis_title="p", **_LAYOUT)
+    layout = dict(_LAYOUT, height=_LAYOUT["height"] + 20 * len(runs))  # room for the curves above the legend
+    fig.update_layout(title=title, xaxis_title="epoch", yaxis_title="p", **layout)
     return fig
 
 

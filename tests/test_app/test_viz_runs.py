@@ -77,3 +77,19 @@ def test_p_trajectories_skips_a_branch_without_finite_values() -> None:
     fig = viz.p_trajectories({"broken": nan_only, "ok": ok})
     assert [t.name for t in fig.data] == ["ok · global"]
     assert fig.layout.yaxis.range[1] == pytest.approx(3.85)
+
+
+def test_p_trajectories_colour_per_run_and_dash_per_branch() -> None:
+    two = pd.DataFrame({"epoch": [1, 2], "p.global": [3.0, 2.8], "p.erase": [3.0, 2.5]})
+    runs = {f"run{i}": two for i in range(12)}  # more runs than one ten-colour palette
+    runs["avg"] = pd.DataFrame({"epoch": [1, 2], "mAP": [0.1, 0.2]})  # no p: left out, takes no colour
+    fig = viz.p_trajectories(runs)
+    assert len(fig.data) == 24
+    by_run: dict[str, set[str]] = {}
+    for t in fig.data:
+        run, branch = t.name.split(" · ")
+        assert t.line.color == t.marker.color and t.legendgroup == run
+        assert t.line.dash == {"global": "solid", "erase": "dash"}[branch]
+        by_run.setdefault(run, set()).add(t.line.color)
+    assert all(len(c) == 1 for c in by_run.values())  # both branches of a run share its colour
+    assert len({c for cs in by_run.values() for c in cs}) == 12  # and no two runs share one
