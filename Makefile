@@ -76,7 +76,7 @@ test: $(STAMP) $(UMAP_STAMP) chromium
 	  || echo "could not fetch the MobileNetV2 weights: tests/test_finetune_defaults.py and \
 	test_weights.py::test_real_mobilenet_weights_load_strictly will skip" >&2
 	ESNET_MARKET1501=$${ESNET_MARKET1501:-$$(test -f $(MARKET_CACHE)/.complete && echo $(CURDIR)/$(MARKET_CACHE))} \
-		$(PY) -m pytest -q -n 2 --dist loadgroup
+		$(PY) -m pytest -q -n 2 --dist loadgroup --durations=10
 
 bench: $(STAMP)
 	$(PY) benchmarks/eval_speed.py
