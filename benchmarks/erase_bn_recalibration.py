@@ -22,12 +22,12 @@ from esnet.data.datasets import DatasetError, load_dataset
 from esnet.data.loader import build_test_loader
 
 
-def whole_map_stats(model, loader) -> tuple[torch.Tensor, torch.Tensor]:
+def whole_map_stats(inf, loader) -> tuple[torch.Tensor, torch.Tensor]:
     """(C,) mean and unbiased variance of the erasing branch's pooled features on whole maps."""
     feats = []
     with torch.no_grad():
         for batch in loader:
-            feats.append(model(batch["image"].to(next(model.parameters()).device)).erase_feat.float().cpu())
+            feats.append(inf.model(batch["image"].to(inf.device)).erase_feat.float().cpu())
     f = torch.cat(feats)  # (N, C)
     return f.mean(0), f.var(0, unbiased=True)
 
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     if model.erase_head is None:
         raise SystemExit(f"erase_bn_recalibration: {args.checkpoint} has no erasing branch (model.erasing='off')")
     bn = model.erase_head.bnneck
-    mean, var = whole_map_stats(model, build_test_loader(data.train, inf.config.data, batch_size=128))
+    mean, var = whole_map_stats(inf, build_test_loader(data.train, inf.config.data, batch_size=128))
     print(f"{args.checkpoint}: erasing BNNeck on {len(data.train)} whole training maps: "
           f"|running mean| {float(bn.running_mean.norm()):.2f} vs |whole-map mean| {float(mean.norm()):.2f}; "
           f"mean running var {float(bn.running_var.mean()):.5f} vs whole-map {float(var.mean()):.5f}")
